@@ -1,0 +1,45 @@
+"""Typed environment configuration, validated once."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from envs.backend import BACKENDS
+
+REWARD_MODES = ("sparse", "dense", "normalized_dense", "none")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """What to simulate and how.
+
+    ``env_id`` is the stock ManiSkill id (e.g. ``PickCube-v1``); the headless variant is chosen
+    automatically on machines that cannot render.  ``backend`` is resolved once by
+    :func:`envs.backend.resolve_backend`.
+    """
+
+    env_id: str = "PickCube-v1"
+    num_envs: int = 8
+    control_mode: str = "pd_joint_delta_pos"
+    reward_mode: str = "sparse"
+    max_episode_steps: int = 50
+    backend: str = "auto"
+    autoreset: bool = True
+    sim_device: str = "cuda"  # only used by the gpu backend
+
+    def __post_init__(self):
+        if self.num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
+        if self.max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1, got {self.max_episode_steps}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.reward_mode not in REWARD_MODES:
+            raise ValueError(f"unknown reward_mode {self.reward_mode!r}; choose one of {', '.join(REWARD_MODES)}")
+
+    def replace(self, **changes) -> "EnvConfig":
+        d = asdict(self)
+        d.update(changes)
+        return EnvConfig(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
