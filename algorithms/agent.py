@@ -1,0 +1,67 @@
+"""Gaussian actor-critic MLP (SPEC.md), parameter names as in ManiSkill's PPO baseline ``Agent``."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from torch.distributions import Normal
+
+
+def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def mlp(in_dim: int, out_dim: int, hidden: int = 256, out_std: float = math.sqrt(2)) -> nn.Sequential:
+    """in -> 256 -> 256 -> 256 -> out with Tanh; indices 0, 2, 4, 6 are the Linear layers."""
+    return nn.Sequential(
+        layer_init(nn.Linear(in_dim, hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(hidden, hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(hidden, hidden)),
+        nn.Tanh(),
+        layer_init(nn.Linear(hidden, out_dim), std=out_std),
+    )
+
+
+class Agent(nn.Module):
+    """Actor mean ``actor_mean`` [obs_dim -> act_dim], state-independent ``actor_logstd`` [1, act_dim],
+    critic ``critic`` [obs_dim -> 1]."""
+
+    def __init__(self, obs_dim: int, act_dim: int, init_logstd: float = -0.5):
+        super().__init__()
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.critic = mlp(obs_dim, 1, out_std=1.0)
+        self.actor_mean = mlp(obs_dim, act_dim, out_std=0.01 * math.sqrt(2))
+        self.actor_logstd = nn.Parameter(torch.full((1, act_dim), float(init_logstd)))
+
+    def get_value(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs [B, obs_dim] -> V(s) [B]."""
+        return self.critic(obs).squeeze(-1)
+
+    def dist(self, obs: torch.Tensor) -> Normal:
+        mean = self.actor_mean(obs)
+        return Normal(mean, self.actor_logstd.expand_as(mean).exp())
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        """obs [B, obs_dim] -> action [B, act_dim] (the mean when deterministic)."""
+        mean = self.actor_mean(obs)
+        if deterministic:
+            return mean
+        std = self.actor_logstd.expand_as(mean).exp()
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + std * noise
+
+    def log_prob(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """log pi(a|s) summed over action dims: [B]."""
+        return self.dist(obs).log_prob(action).sum(-1)
+
+    def get_action_and_value(self, obs: torch.Tensor, action: torch.Tensor | None = None):
+        """Returns action [B, act_dim], log_prob [B], entropy [B], value [B]."""
+        d = self.dist(obs)
+        if action is None:
+            action = d.sample()
+        return action, d.log_prob(action).sum(-1), d.entropy().sum(-1), self.get_value(obs)

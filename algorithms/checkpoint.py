@@ -1,0 +1,178 @@
+"""Checkpoint files: policies, value functions and datasets share one validated format.
+
+A file is ``torch.save`` of a dict::
+
+    {"format": "o2o/1", "kind": "policy" | "value" | "dataset",
+     "model": {name: tensor},            # for a policy: ManiSkill PPO baseline Agent state_dict names
+     "obs_dim", "act_dim", "env_id", "control_mode",
+     "config": {...}, "metrics": {...}, "sha256": hex digest of the model tensors}
+
+A bare policy ``state_dict`` (what ManiSkill's baseline saves) also loads; its dims are read from shapes.
+Writes are atomic: a temp file in the same directory, then ``os.replace``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+FORMAT = "o2o/1"
+POLICY_KEYS = ("actor_mean.0.weight", "actor_mean.6.weight", "actor_logstd", "critic.0.weight", "critic.6.weight")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, or does not fit what the caller needs."""
+
+
+def tensor_hash(tensors: dict) -> str:
+    """sha256 over names, dtypes, shapes and bytes, in sorted name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        if not isinstance(t, torch.Tensor):
+            raise CheckpointError(f"model entry {name!r} is not a tensor")
+        t = t.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(
+    path,
+    model: dict,
+    *,
+    kind: str = "policy",
+    obs_dim: int,
+    act_dim: int,
+    env_id: str,
+    control_mode: str,
+    config: Optional[dict] = None,
+    metrics: Optional[dict] = None,
+    extra: Optional[dict] = None,
+) -> str:
+    """Write a checkpoint atomically; returns its sha256."""
+    model = {k: v.detach().cpu().clone() for k, v in model.items()}
+    digest = tensor_hash(model)
+    payload = {
+        "format": FORMAT,
+        "kind": kind,
+        "model": model,
+        "obs_dim": int(obs_dim),
+        "act_dim": int(act_dim),
+        "env_id": env_id,
+        "control_mode": control_mode,
+        "config": dict(config or {}),
+        "metrics": dict(metrics or {}),
+        "sha256": digest,
+    }
+    if extra:
+        payload.update(extra)
+    atomic_torch_save(payload, path)
+    return digest
+
+
+def _is_bare_policy_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and all(k in obj for k in POLICY_KEYS) and "model" not in obj
+
+
+def load_checkpoint(
+    path,
+    *,
+    kind: str = "policy",
+    env_id: Optional[str] = None,
+    control_mode: Optional[str] = None,
+    obs_dim: Optional[int] = None,
+    act_dim: Optional[int] = None,
+) -> dict:
+    """Load and validate; returns the checkpoint dict (a bare state_dict is wrapped into one).
+
+    Every ``expect`` argument left None is not checked.  Raises :class:`CheckpointError` naming the problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, wrong format, pickle garbage
+        raise CheckpointError(f"checkpoint {path} is truncated or not a torch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+
+    if _is_bare_policy_state_dict(obj):
+        if kind != "policy":
+            raise CheckpointError(f"checkpoint {path} is a bare policy state_dict, expected a {kind} checkpoint")
+        obj = {
+            "format": "bare-state-dict",
+            "kind": "policy",
+            "model": obj,
+            "obs_dim": int(obj["actor_mean.0.weight"].shape[1]),
+            "act_dim": int(obj["actor_mean.6.weight"].shape[0]),
+            "env_id": None,
+            "control_mode": None,
+            "config": {},
+            "metrics": {},
+            "sha256": None,
+        }
+    elif not isinstance(obj, dict) or "model" not in obj:
+        raise CheckpointError(f"checkpoint {path} is neither an o2o checkpoint nor a policy state_dict")
+    else:
+        missing = [k for k in ("kind", "obs_dim", "act_dim", "env_id", "control_mode", "sha256") if k not in obj]
+        if missing:
+            raise CheckpointError(f"checkpoint {path} lacks the fields {', '.join(missing)}")
+        if obj["kind"] != kind:
+            raise CheckpointError(f"checkpoint {path} is a {obj['kind']} checkpoint, expected a {kind} checkpoint")
+        actual = tensor_hash(obj["model"])
+        if actual != obj["sha256"]:
+            raise CheckpointError(f"checkpoint {path} fails its hash check (stored {obj['sha256'][:12]}..., contents {actual[:12]}...): the file was modified or corrupted")
+
+    if kind == "policy":
+        missing = [k for k in POLICY_KEYS if k not in obj["model"]]
+        if missing:
+            raise CheckpointError(f"checkpoint {path} lacks policy tensors {', '.join(missing)}")
+    for name, want in (("obs_dim", obs_dim), ("act_dim", act_dim)):
+        if want is not None and obj[name] != want:
+            raise CheckpointError(f"checkpoint {path} has {name}={obj[name]}, but the env has {name}={want}")
+    for name, want in (("env_id", env_id), ("control_mode", control_mode)):
+        if want is not None and obj[name] is not None and obj[name] != want:
+            raise CheckpointError(f"checkpoint {path} was made for {name}={obj[name]!r}, not {want!r}")
+    return obj
+
+
+def load_policy(path, device="cpu", **expect):
+    """Returns (Agent on ``device``, checkpoint dict)."""
+    from algorithms.agent import Agent
+
+    ckpt = load_checkpoint(path, kind="policy", **expect)
+    agent = Agent(ckpt["obs_dim"], ckpt["act_dim"])
+    try:
+        agent.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path} does not fit the agent: {str(e).splitlines()[0]}") from None
+    return agent.to(device), ckpt
+
+
+def save_policy(path, agent, *, env_id: str, control_mode: str, config=None, metrics=None, extra=None) -> str:
+    return save_checkpoint(
+        path, agent.state_dict(), kind="policy", obs_dim=agent.obs_dim, act_dim=agent.act_dim,
+        env_id=env_id, control_mode=control_mode, config=config, metrics=metrics, extra=extra,
+    )

@@ -1,0 +1,76 @@
+"""Success-rate evaluation on fixed seeds (SPEC.md: success at any step, deterministic by default)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from envs.vector import VectorEnv
+
+
+@dataclass
+class EvalResult:
+    success_rate: float
+    episodes: int
+    mean_return: float
+    mean_length: float
+    deterministic: bool
+
+    def as_dict(self, prefix: str = "") -> dict:
+        return {f"{prefix}{k}": v for k, v in self.__dict__.items()}
+
+
+@torch.no_grad()
+def evaluate(
+    agent,
+    venv: VectorEnv,
+    num_episodes: int,
+    seed: int = 10_000,
+    deterministic: bool = True,
+    device="cpu",
+    progress=None,
+) -> EvalResult:
+    """Run ``num_episodes`` episodes with seeds ``seed, seed+1, ...`` (independent of ``venv.num_envs``).
+
+    Episodes run in rounds of ``num_envs``; only envs whose episode is still running are stepped, so a
+    success (which terminates the episode) saves simulator time on the cpu backend.
+    """
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    N = venv.num_envs
+    gen = torch.Generator(device=device).manual_seed(seed)
+    successes, returns, lengths = [], [], []
+    done_eps = 0
+    while done_eps < num_episodes:
+        n = min(N, num_episodes - done_eps)
+        obs = venv.reset(seeds=[seed + done_eps + i for i in range(N)])[:n].to(device)
+        alive = torch.ones(n, dtype=torch.bool)
+        succ = torch.zeros(n, dtype=torch.bool)
+        ret = torch.zeros(n)
+        length = torch.zeros(n)
+        ids = torch.arange(n)
+        while alive.any():
+            act = agent.act(obs, deterministic=deterministic, generator=gen)
+            step = venv.step(act, env_ids=ids)
+            ret[ids] += step.reward.cpu()
+            length[ids] += 1
+            succ[ids] |= step.success.cpu()
+            ended = (step.terminated | step.truncated).cpu()
+            alive[ids[ended]] = False
+            keep = ~ended
+            ids = ids[keep]
+            obs = step.final_obs.to(device)[keep.to(device)]
+        successes.append(succ)
+        returns.append(ret)
+        lengths.append(length)
+        done_eps += n
+        if progress is not None:
+            progress(n)
+    s = torch.cat(successes).float()
+    return EvalResult(
+        success_rate=float(s.mean()),
+        episodes=int(s.numel()),
+        mean_return=float(torch.cat(returns).mean()),
+        mean_length=float(torch.cat(lengths).mean()),
+        deterministic=deterministic,
+    )

@@ -1,0 +1,247 @@
+"""PPO from scratch on the dense reward: the pretraining ladder.
+
+Every ``eval_every`` iterations the policy is evaluated (deterministic and stochastic success on fixed
+seeds), saved as ``ckpt_<iter>.pt`` and appended to ``ladder.csv``.  ``state.pt`` (agent, optimiser,
+counters, RNG) is written at the same time, so an interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from algorithms.agent import Agent
+from algorithms.checkpoint import atomic_torch_save, save_policy
+from algorithms.estimators.gae import gae
+from algorithms.evaluate import evaluate
+from algorithms.rollout import collect_rollout
+from envs.config import EnvConfig
+from envs.vector import make_vector_env
+
+LADDER_FIELDS = ["iteration", "env_steps", "wall_time", "success_det", "success_stoch", "eval_episodes", "checkpoint"]
+
+
+@dataclass
+class PretrainConfig:
+    env_id: str = "PickCube-v1"
+    control_mode: str = "pd_joint_delta_pos"
+    reward_mode: str = "normalized_dense"
+    backend: str = "auto"
+    num_envs: int = 16
+    num_steps: int = 64
+    total_timesteps: int = 3_000_000
+    learning_rate: float = 3e-4
+    anneal_lr: bool = False
+    gamma: float = 0.8
+    gae_lambda: float = 0.9
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    clip_coef: float = 0.2
+    clip_vloss: bool = False
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: Optional[float] = 0.1
+    norm_adv: bool = True
+    eval_every: int = 25
+    eval_episodes: int = 128
+    eval_seed: int = 10_000
+    seed: int = 1
+    device: str = "cpu"
+    out_dir: str = "runs/pretrain"
+
+    def __post_init__(self):
+        for name in ("num_envs", "num_steps", "total_timesteps", "update_epochs", "num_minibatches", "eval_every", "eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if (self.num_envs * self.num_steps) % self.num_minibatches:
+            raise ValueError("num_envs * num_steps must be divisible by num_minibatches")
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_iterations(self) -> int:
+        return max(1, self.total_timesteps // self.batch_size)
+
+
+def ppo_update(agent, optimizer, b_obs, b_actions, b_logprobs, b_adv, b_returns, b_values, cfg: PretrainConfig, gen):
+    """Standard clipped PPO on one batch (flattened [B, ...]); returns mean losses/diagnostics."""
+    B = b_obs.shape[0]
+    mb = B // cfg.num_minibatches
+    stats = {"policy_loss": [], "value_loss": [], "approx_kl": [], "clipfrac": []}
+    for _ in range(cfg.update_epochs):
+        perm = torch.randperm(B, generator=gen)
+        kl_stop = False
+        for start in range(0, B, mb):
+            idx = perm[start : start + mb]
+            _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[idx], b_actions[idx])
+            logratio = newlogprob - b_logprobs[idx]
+            ratio = logratio.exp()
+            with torch.no_grad():
+                approx_kl = ((ratio - 1) - logratio).mean()
+                stats["clipfrac"].append(((ratio - 1.0).abs() > cfg.clip_coef).float().mean().item())
+            adv = b_adv[idx]
+            if cfg.norm_adv:
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            pg_loss = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+            v_loss = 0.5 * ((newvalue - b_returns[idx]) ** 2).mean()
+            loss = pg_loss - cfg.ent_coef * entropy.mean() + cfg.vf_coef * v_loss
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            stats["policy_loss"].append(pg_loss.item())
+            stats["value_loss"].append(v_loss.item())
+            stats["approx_kl"].append(approx_kl.item())
+            if cfg.target_kl is not None and approx_kl.item() > cfg.target_kl:
+                kl_stop = True
+                break
+        if kl_stop:
+            break
+    return {k: float(np.mean(v)) if v else 0.0 for k, v in stats.items()}
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{socket.gethostname()}: {os.cpu_count()} CPUs ({cpu}), {gpu}, Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def pretrain(cfg: PretrainConfig, resume: bool = True, progress: bool = True, max_iterations: Optional[int] = None, max_minutes: Optional[float] = None) -> Path:
+    """Run (or continue) the ladder; returns the output directory.  ``max_iterations`` bounds this call only
+    and ``max_minutes`` its wall time (for runs split across time-limited sessions)."""
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "state.pt"
+    cfg_path = out / "config.json"
+    if cfg_path.exists() and resume and state_path.exists():
+        saved = json.loads(cfg_path.read_text())
+        if saved != asdict(cfg):
+            diff = {k: (saved.get(k), v) for k, v in asdict(cfg).items() if saved.get(k) != v and k not in ("total_timesteps",)}
+            if diff:
+                raise ValueError(f"{out} holds a pretraining run with another config ({diff}); use a new --out-dir")
+    cfg_path.write_text(json.dumps(asdict(cfg), indent=2))
+
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    venv = make_vector_env(EnvConfig(cfg.env_id, cfg.num_envs, cfg.control_mode, cfg.reward_mode, backend=cfg.backend))
+    eval_env = venv  # evaluation resets with fixed seeds; training resumes from a fresh reset afterwards
+    agent = Agent(venv.obs_dim, venv.act_dim).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.learning_rate, eps=1e-5)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    act_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    iteration, env_steps, wall = 0, 0, 0.0
+    if resume and state_path.exists():
+        st = torch.load(state_path, map_location=device, weights_only=False)
+        agent.load_state_dict(st["agent"])
+        optimizer.load_state_dict(st["optimizer"])
+        gen.set_state(st["gen"])
+        act_gen.set_state(st["act_gen"])
+        iteration, env_steps, wall = st["iteration"], st["env_steps"], st["wall_time"]
+    ladder_path = out / "ladder.csv"
+    if not ladder_path.exists():
+        with open(ladder_path, "w", newline="") as f:
+            csv.DictWriter(f, LADDER_FIELDS).writeheader()
+
+    writer = SummaryWriter(str(out / "tb"))
+    obs = venv.reset(seed=cfg.seed * 100_003 + iteration)
+    last = cfg.num_iterations if max_iterations is None else min(cfg.num_iterations, iteration + max_iterations)
+    bar = tqdm(total=cfg.num_iterations, initial=iteration, desc="pretrain", unit="it", disable=not progress)
+    t_start = time.time() - wall
+    t_call = time.time()
+    first_iteration = iteration
+    def save_state():
+        atomic_torch_save({
+            "agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "gen": gen.get_state(),
+            "act_gen": act_gen.get_state(), "iteration": iteration, "env_steps": env_steps, "wall_time": time.time() - t_start,
+        }, state_path)
+
+    try:
+        while iteration < last:
+            if max_minutes is not None and time.time() - t_call > 60 * max_minutes:
+                bar.write(f"stopping after {max_minutes} minutes at iteration {iteration}; run again to resume")
+                break
+            if cfg.anneal_lr:
+                optimizer.param_groups[0]["lr"] = cfg.learning_rate * (1 - iteration / cfg.num_iterations)
+            t0 = time.time()
+            ro = collect_rollout(agent, venv, obs, cfg.num_steps, device, generator=act_gen)
+            obs = ro.last_obs
+            t_roll = time.time() - t0
+            with torch.no_grad():
+                next_values = agent.get_value(ro.flat(ro.next_obs)).reshape(ro.rewards.shape)
+            adv, returns = gae(ro.rewards, ro.values, next_values, ro.terminated, ro.dones, cfg.gamma, cfg.gae_lambda)
+            stats = ppo_update(
+                agent, optimizer, ro.flat(ro.obs), ro.flat(ro.actions), ro.flat(ro.logprobs),
+                ro.flat(adv), ro.flat(returns), ro.flat(ro.values), cfg, gen,
+            )
+            iteration += 1
+            env_steps += cfg.batch_size
+            sps = cfg.batch_size / (time.time() - t0)
+            writer.add_scalar("losses/policy_loss", stats["policy_loss"], env_steps)
+            writer.add_scalar("losses/value_loss", stats["value_loss"], env_steps)
+            writer.add_scalar("losses/approx_kl", stats["approx_kl"], env_steps)
+            writer.add_scalar("charts/SPS", sps, env_steps)
+            writer.add_scalar("charts/rollout_time", t_roll, env_steps)
+            n_done = int(ro.dones.sum())
+            if n_done:
+                writer.add_scalar("train/success_rate", float(ro.success.sum()) / n_done, env_steps)
+            bar.update(1)
+            bar.set_postfix(steps=env_steps, sps=int(sps))
+            if iteration % cfg.eval_every == 0 or iteration == cfg.num_iterations:
+                det = evaluate(agent, eval_env, cfg.eval_episodes, cfg.eval_seed, True, device)
+                sto = evaluate(agent, eval_env, cfg.eval_episodes, cfg.eval_seed, False, device)
+                wall = time.time() - t_start
+                ck = out / f"ckpt_{iteration:05d}.pt"
+                metrics = {"success_det": det.success_rate, "success_stoch": sto.success_rate, "eval_episodes": det.episodes, "env_steps": env_steps}
+                save_policy(ck, agent, env_id=cfg.env_id, control_mode=cfg.control_mode, config=asdict(cfg), metrics=metrics)
+                with open(ladder_path, "a", newline="") as f:
+                    csv.DictWriter(f, LADDER_FIELDS).writerow({
+                        "iteration": iteration, "env_steps": env_steps, "wall_time": round(wall, 1),
+                        "success_det": det.success_rate, "success_stoch": sto.success_rate,
+                        "eval_episodes": det.episodes, "checkpoint": ck.name,
+                    })
+                writer.add_scalar("eval/success_rate", det.success_rate, env_steps)
+                writer.add_scalar("eval/success_rate_stochastic", sto.success_rate, env_steps)
+                save_state()
+                bar.write(f"iter {iteration} steps {env_steps}: success det {det.success_rate:.3f} stoch {sto.success_rate:.3f}")
+                obs = venv.reset(seed=cfg.seed * 100_003 + iteration)
+        save_state()
+    finally:
+        bar.close()
+        writer.close()
+        venv.close()
+        _record_session(out, cfg, first_iteration, iteration, env_steps, time.time() - t_call)
+    return out
+
+
+def _record_session(out: Path, cfg: PretrainConfig, it0: int, it1: int, env_steps: int, seconds: float) -> None:
+    """Append this call to provenance.json: a ladder may be built over several (time-limited) calls."""
+    from algorithms.provenance import command_line, git_commit, machine, now
+
+    path = out / "provenance.json"
+    prov = json.loads(path.read_text()) if path.exists() else {"config": asdict(cfg), "sessions": []}
+    prov["sessions"].append({
+        "command": command_line(), "git_commit": git_commit(), "machine": machine(), "ended": now(),
+        "iterations": [it0, it1], "env_steps_total": env_steps, "seconds": round(seconds, 1),
+    })
+    prov["env_steps"] = env_steps
+    prov["seed"] = cfg.seed
+    prov["wall_time_s"] = round(sum(s["seconds"] for s in prov["sessions"]), 1)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(prov, indent=2))
+    tmp.replace(path)

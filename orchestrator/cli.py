@@ -1,0 +1,106 @@
+"""``python -m orchestrator <command>``: every job of the platform from one CLI.
+
+Heavy imports (torch, ManiSkill, Ray) happen inside each command, so ``--help`` is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from orchestrator.cli_args import add_dataclass_args, dataclass_from_args
+
+
+class UsageError(Exception):
+    """Bad input, reported as one line before any work starts."""
+
+
+def _cmd_pretrain(ns):
+    from algorithms.pretrain import PretrainConfig, pretrain
+
+    cfg = dataclass_from_args(PretrainConfig, ns)
+    out = pretrain(cfg, resume=not ns.fresh, progress=not ns.no_progress, max_iterations=ns.max_iterations, max_minutes=ns.max_minutes)
+    print(f"ladder: {out / 'ladder.csv'}")
+
+
+def _cmd_select(ns):
+    from algorithms.select import SelectConfig, select_policies
+
+    prov = select_policies(dataclass_from_args(SelectConfig, ns))
+    for role, p in prov["policies"].items():
+        print(f"{role}: {p['file']} from {p['source_checkpoint']}: deterministic {p['success_det']:.3f}, stochastic {p['success_stoch']:.3f} ({p['eval_episodes']} episodes)")
+
+
+def _cmd_eval(ns):
+    from algorithms.checkpoint import load_policy
+    from algorithms.evaluate import evaluate
+    from envs.config import EnvConfig
+    from envs.vector import make_vector_env
+    from tqdm import tqdm
+
+    agent, ck = load_policy(ns.checkpoint)
+    env_id = ns.env_id or ck["env_id"]
+    control_mode = ck["control_mode"] or "pd_joint_delta_pos"
+    if env_id is None:
+        raise UsageError(f"{ns.checkpoint} records no env id (a bare state_dict): pass --env-id")
+    results = {}
+    with make_vector_env(EnvConfig(env_id, ns.num_envs, control_mode, "sparse", backend=ns.backend)) as venv:
+        if venv.obs_dim != ck["obs_dim"] or venv.act_dim != ck["act_dim"]:
+            raise UsageError(f"{ns.checkpoint} has obs/act dims {ck['obs_dim']}/{ck['act_dim']}, {env_id} has {venv.obs_dim}/{venv.act_dim}")
+        modes = [True, False] if ns.stochastic else [True]
+        with tqdm(total=ns.episodes * len(modes), desc="eval", unit="ep", disable=ns.no_progress) as bar:
+            for det in modes:
+                r = evaluate(agent, venv, ns.episodes, ns.seed, det, progress=bar.update)
+                results["deterministic" if det else "stochastic"] = r.as_dict()
+    for mode, r in results.items():
+        print(f"{mode:>13}: success {r['success_rate'] * 100:.1f}% over {r['episodes']} episodes (mean return {r['mean_return']:.3f}, mean length {r['mean_length']:.1f})")
+    if ns.json:
+        print(json.dumps({"checkpoint": str(ns.checkpoint), "env_id": env_id, "backend": venv.backend, **results}))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from algorithms.pretrain import PretrainConfig
+    from algorithms.select import SelectConfig
+
+    p = argparse.ArgumentParser(
+        prog="python -m orchestrator",
+        description="Offline-to-online RL finetuning of ManiSkill policies: advantage estimators x update rules on Ray Tune.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sp = sub.add_parser("pretrain", help="PPO from scratch (dense reward): the checkpoint ladder", description="PPO from scratch on the dense reward; evaluates and saves a checkpoint every --eval-every iterations into ladder.csv. Resumes from --out-dir/state.pt.")
+    add_dataclass_args(sp, PretrainConfig)
+    sp.add_argument("--fresh", action="store_true", help="ignore an existing state.pt in --out-dir")
+    sp.add_argument("--max-iterations", type=int, default=None, help="stop this call after this many iterations (resume later)")
+    sp.add_argument("--max-minutes", type=float, default=None, help="stop this call after this many minutes (resume later)")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.set_defaults(func=_cmd_pretrain)
+
+    sp = sub.add_parser("select", help="pick the start (40-65%%) and expert (>=95%%) policies from a ladder", description="Picks the start and expert policies from a pretraining ladder, confirms them on --confirm-episodes deterministic episodes, writes start.pt, expert.pt and provenance.json.")
+    add_dataclass_args(sp, SelectConfig)
+    sp.set_defaults(func=_cmd_select)
+
+    sp = sub.add_parser("eval", help="success rate of a checkpoint", description="Deterministic (and with --stochastic also stochastic) success rate of a policy checkpoint on fixed seeds.")
+    sp.add_argument("--checkpoint", required=True, help="policy checkpoint (.pt); a bare ManiSkill state_dict works with --env-id")
+    sp.add_argument("--episodes", type=int, default=256, help="episodes to evaluate (default: 256)")
+    sp.add_argument("--num-envs", type=int, default=8, help="parallel envs (default: 8)")
+    sp.add_argument("--seed", type=int, default=20_000, help="first episode seed (default: 20000)")
+    sp.add_argument("--backend", default="auto", choices=["auto", "gpu", "cpu"], help="simulation backend (default: auto)")
+    sp.add_argument("--env-id", default=None, help="override the env id recorded in the checkpoint")
+    sp.add_argument("--stochastic", action="store_true", help="also evaluate with sampled actions")
+    sp.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.set_defaults(func=_cmd_eval)
+    return p
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    from algorithms.checkpoint import CheckpointError
+
+    try:
+        ns.func(ns)
+    except (UsageError, CheckpointError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
