@@ -147,7 +147,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True, progress: bool = True, ma
     act_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     iteration, env_steps, wall = 0, 0, 0.0
     if resume and state_path.exists():
-        st = torch.load(state_path, map_location=device, weights_only=False)
+        st = torch.load(state_path, map_location="cpu", weights_only=False)
         agent.load_state_dict(st["agent"])
         optimizer.load_state_dict(st["optimizer"])
         gen.set_state(st["gen"])
