@@ -58,6 +58,7 @@ class PretrainConfig:
     eval_seed: int = 10_000
     seed: int = 1
     device: str = "cpu"
+    init_from: Optional[str] = None  # start from this policy checkpoint's weights instead of from scratch
     out_dir: str = "runs/pretrain"
 
     def __post_init__(self):
@@ -146,6 +147,12 @@ def pretrain(cfg: PretrainConfig, resume: bool = True, progress: bool = True, ma
     gen = torch.Generator().manual_seed(cfg.seed)
     act_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     iteration, env_steps, wall = 0, 0, 0.0
+    if cfg.init_from and not (resume and state_path.exists()):
+        from algorithms.checkpoint import load_policy
+
+        init, init_ck = load_policy(cfg.init_from, env_id=cfg.env_id, obs_dim=venv.obs_dim, act_dim=venv.act_dim)
+        agent.load_state_dict(init.state_dict())
+        env_steps = int(init_ck["metrics"].get("env_steps") or 0)
     if resume and state_path.exists():
         st = torch.load(state_path, map_location="cpu", weights_only=False)
         agent.load_state_dict(st["agent"])

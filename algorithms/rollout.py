@@ -71,8 +71,12 @@ def collect_rollout(
             s = venv.get_state()
             sims.append(s.sim.cpu())
             elapsed.append(s.elapsed.cpu())
-        action = agent.act(obs, deterministic=deterministic, generator=generator)
-        logprob = agent.log_prob(obs, action)
+        dist = agent.dist(obs)
+        if deterministic:
+            action = dist.mean
+        else:
+            action = dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=generator, device=device)
+        logprob = dist.log_prob(action).sum(-1)
         value = agent.get_value(obs)
         step = venv.step(action)
         buf["obs"].append(obs)
