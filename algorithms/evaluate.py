@@ -55,7 +55,8 @@ def evaluate(
             ret[ids] += step.reward.cpu()
             length[ids] += 1
             succ[ids] |= step.success.cpu()
-            ended = (step.terminated | step.truncated).cpu()
+            # success ends an evaluated episode even where the env does not terminate on it
+            ended = (step.terminated | step.truncated | step.success).cpu()
             alive[ids[ended]] = False
             keep = ~ended
             ids = ids[keep]

@@ -36,6 +36,7 @@ class PretrainConfig:
     env_id: str = "PickCube-v1"
     control_mode: str = "pd_joint_delta_pos"
     reward_mode: str = "normalized_dense"
+    terminate_on_success: bool = False
     backend: str = "auto"
     num_envs: int = 16
     num_steps: int = 64
@@ -132,15 +133,15 @@ def pretrain(cfg: PretrainConfig, resume: bool = True, progress: bool = True, ma
     cfg_path = out / "config.json"
     if cfg_path.exists() and resume and state_path.exists():
         saved = json.loads(cfg_path.read_text())
-        if saved != asdict(cfg):
-            diff = {k: (saved.get(k), v) for k, v in asdict(cfg).items() if saved.get(k) != v and k not in ("total_timesteps",)}
-            if diff:
-                raise ValueError(f"{out} holds a pretraining run with another config ({diff}); use a new --out-dir")
+        # the task must match; batch shape, devices and evaluation may change between sessions (recorded in provenance)
+        diff = {k: (saved.get(k), getattr(cfg, k)) for k in ("env_id", "control_mode", "reward_mode", "terminate_on_success") if saved.get(k) != getattr(cfg, k)}
+        if diff:
+            raise ValueError(f"{out} holds a pretraining run of another task setting ({diff}); use a new --out-dir")
     cfg_path.write_text(json.dumps(asdict(cfg), indent=2))
 
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
-    venv = make_vector_env(EnvConfig(cfg.env_id, cfg.num_envs, cfg.control_mode, cfg.reward_mode, backend=cfg.backend))
+    venv = make_vector_env(EnvConfig(cfg.env_id, cfg.num_envs, cfg.control_mode, cfg.reward_mode, backend=cfg.backend, terminate_on_success=cfg.terminate_on_success))
     eval_env = venv  # evaluation resets with fixed seeds; training resumes from a fresh reset afterwards
     agent = Agent(venv.obs_dim, venv.act_dim).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.learning_rate, eps=1e-5)
@@ -243,6 +244,7 @@ def _record_session(out: Path, cfg: PretrainConfig, it0: int, it1: int, env_step
     path = out / "provenance.json"
     prov = json.loads(path.read_text()) if path.exists() else {"config": asdict(cfg), "sessions": []}
     prov["sessions"].append({
+        "config": asdict(cfg),
         "command": command_line(), "git_commit": git_commit(), "machine": machine(), "ended": now(),
         "iterations": [it0, it1], "env_steps_total": env_steps, "seconds": round(seconds, 1),
     })

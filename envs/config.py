@@ -24,6 +24,10 @@ class EnvConfig:
     max_episode_steps: int = 50
     backend: str = "auto"
     autoreset: bool = True
+    # False: success does not end the episode (it runs to the time limit).  Dense-reward PPO needs this:
+    # with gamma 0.8, hovering near the goal for the shaped reward is worth more than the one success reward,
+    # so a policy for which success is terminal learns to avoid succeeding.
+    terminate_on_success: bool = True
     sim_device: str = "cuda"  # only used by the gpu backend
 
     def __post_init__(self):

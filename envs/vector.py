@@ -106,7 +106,7 @@ class CpuVectorEnv(VectorEnv):
         # Plain subprocesses rather than multiprocessing's spawn/forkserver: those re-import the
         # caller's __main__, which breaks scripts and notebooks without a main guard.
         self._conns, self._procs = [], []
-        args = json.dumps([config.env_id, config.control_mode, config.reward_mode, config.max_episode_steps, config.autoreset])
+        args = json.dumps([config.env_id, config.control_mode, config.reward_mode, config.max_episode_steps, config.autoreset, config.terminate_on_success])
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         for _ in range(self.num_envs):
             parent, child = socket.socketpair()
@@ -241,6 +241,8 @@ class GpuVectorEnv(VectorEnv):
         idx = torch.arange(self.num_envs, device=self.device) if env_ids is None else torch.as_tensor(env_ids, device=self.device)
         full[idx] = actions.to(self.device, torch.float32)
         obs, rew, term, _, info = env.step(full)
+        if not self.config.terminate_on_success:
+            term = torch.zeros_like(term)
         trunc = env._elapsed_steps >= self.config.max_episode_steps
         success = info.get("success", torch.zeros_like(term))
         final = obs.clone()

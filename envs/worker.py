@@ -98,7 +98,7 @@ def restore_state(env, layout: StateLayout, flat, elapsed, env_idx=None, warmup:
         env._elapsed_steps[env_idx] = elapsed
 
 
-def worker_main(conn, env_id: str, control_mode: str, reward_mode: str, max_episode_steps: int, autoreset: bool):
+def worker_main(conn, env_id: str, control_mode: str, reward_mode: str, max_episode_steps: int, autoreset: bool, terminate_on_success: bool = True):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -128,7 +128,7 @@ def worker_main(conn, env_id: str, control_mode: str, reward_mode: str, max_epis
         try:
             if cmd == "step":
                 obs, rew, term, _, info = env.step(torch.as_tensor(data[None], dtype=torch.float32))
-                term_b = bool(term[0])
+                term_b = bool(term[0]) and terminate_on_success
                 trunc_b = int(env._elapsed_steps[0]) >= max_episode_steps
                 success = bool(info["success"][0]) if "success" in info else False
                 final = obs_np(obs)
