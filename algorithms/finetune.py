@@ -1,0 +1,190 @@
+"""One finetuning trial: eval -> rollout -> estimate -> update, for any estimator x update rule.
+
+No Ray here.  ``run_trial`` reports each iteration's metrics (SPEC.md names) to a callback and to
+TensorBoard, saves the whole trial state (policy, optimisers, estimator state, RNG, history) into
+``<out_dir>/checkpoint`` after every iteration, and resumes from a checkpoint directory when given one.
+Iteration 0 is the start policy's evaluation.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from algorithms.checkpoint import atomic_torch_save, load_policy, save_policy
+from algorithms.config import FinetuneConfig
+from algorithms.estimators import TrialContext, make_estimator
+from algorithms.evaluate import evaluate
+from algorithms.rollout import collect_rollout
+from algorithms.updates import UpdateBatch, make_update
+from envs.config import EnvConfig
+from envs.vector import make_vector_env
+
+TRIAL_STATE = "trial_state.pt"
+ReportFn = Callable[[dict, Path], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def validate_trial_inputs(cfg: FinetuneConfig) -> None:
+    """Check files before any simulator starts; raises CheckpointError/ValueError with one line."""
+    from algorithms.checkpoint import load_checkpoint
+
+    load_checkpoint(cfg.start_checkpoint, kind="policy", env_id=cfg.env_id, control_mode=cfg.control_mode)
+    if cfg.estimator == "mc" and cfg.mc_policy == "expert" or cfg.quality_every:
+        load_checkpoint(cfg.expert_checkpoint, kind="policy", env_id=cfg.env_id, control_mode=cfg.control_mode)
+    if cfg.estimator in ("iql", "sarsa"):
+        if not cfg.iql_checkpoint:
+            raise ValueError(f"estimator {cfg.estimator} needs --iql-checkpoint (make one with `pretrain-iql`)")
+        load_checkpoint(cfg.iql_checkpoint, kind="value", env_id=cfg.env_id)
+    if cfg.gae_critic_checkpoint:
+        load_checkpoint(cfg.gae_critic_checkpoint, kind="value", env_id=cfg.env_id)
+
+
+def _rng_state(gens: dict) -> dict:
+    return {k: g.get_state() for k, g in gens.items()}
+
+
+def run_trial(
+    cfg: FinetuneConfig,
+    out_dir: str | Path,
+    report: Optional[ReportFn] = None,
+    resume_from: Optional[str | Path] = None,
+    progress: bool = False,
+) -> list[dict]:
+    """Run (or continue) a trial; returns the list of per-iteration metric dicts (iteration 0 included)."""
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    ckpt_dir = out / "checkpoint"
+    out.mkdir(parents=True, exist_ok=True)
+    validate_trial_inputs(cfg)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    agent, start_ck = load_policy(cfg.start_checkpoint, device=device, env_id=cfg.env_id, control_mode=cfg.control_mode)
+    expert = None
+    if (cfg.estimator == "mc" and cfg.mc_policy == "expert") or cfg.quality_every:
+        expert, _ = load_policy(cfg.expert_checkpoint, device=device, env_id=cfg.env_id, obs_dim=agent.obs_dim, act_dim=agent.act_dim)
+        expert.eval()
+
+    env_cfg = EnvConfig(cfg.env_id, cfg.num_envs, cfg.control_mode, "sparse", backend=cfg.backend)
+
+    def make_env(num_envs: int, autoreset: bool = True):
+        return make_vector_env(env_cfg.replace(num_envs=num_envs, autoreset=autoreset))
+
+    venv = make_env(cfg.num_envs)
+    gens = {
+        "update": torch.Generator().manual_seed(cfg.seed),
+        "action": torch.Generator(device=device).manual_seed(cfg.seed + 1),
+        "eval": torch.Generator().manual_seed(cfg.seed + 2),
+    }
+    ctx = TrialContext(cfg=cfg, device=device, make_env=make_env, expert=expert, obs_dim=venv.obs_dim, act_dim=venv.act_dim)
+    estimator = make_estimator(cfg.estimator, ctx)
+    rule = make_update(cfg.update, cfg, agent, gens["update"])
+    quality = None
+    if cfg.quality_every:
+        from algorithms.quality import QualityProbe
+
+        quality = QualityProbe(ctx)
+
+    history: list[dict] = []
+    totals = {"env_steps": 0, "sim_steps": 0, "wall": 0.0}
+    start_iter = 0
+    if resume_from is not None and (Path(resume_from) / TRIAL_STATE).exists():
+        st = torch.load(Path(resume_from) / TRIAL_STATE, map_location="cpu", weights_only=False)
+        if st["config"] != cfg.to_dict():
+            raise ValueError(f"checkpoint {resume_from} belongs to a trial with another config")
+        agent.load_state_dict(st["agent"])
+        agent.to(device)
+        rule.load_state_dict(st["rule"])
+        estimator.load_state_dict(st["estimator"])
+        for k, s in st["rng"].items():
+            gens[k].set_state(s)
+        history, totals, start_iter = st["history"], st["totals"], st["iteration"]
+
+    writer = SummaryWriter(str(out / "tb"))
+
+    def run_eval(metrics: dict) -> None:
+        det = evaluate(agent, venv, cfg.num_eval_episodes, cfg.eval_seed, True, device)
+        metrics["eval/success_rate"] = det.success_rate
+        metrics["eval/episodes"] = det.episodes
+        if cfg.eval_stochastic:
+            sto = evaluate(agent, venv, cfg.num_eval_episodes, cfg.eval_seed, False, device)
+            metrics["eval/success_rate_stochastic"] = sto.success_rate
+        totals["sim_steps"] += 0  # evaluation is not counted as finetuning cost
+
+    def emit(metrics: dict, it: int) -> None:
+        for k, v in metrics.items():
+            if "/" in k and isinstance(v, (int, float)):
+                writer.add_scalar(k, v, metrics["charts/env_steps"])
+        writer.flush()
+        history.append(metrics)
+        state = {
+            "config": cfg.to_dict(), "agent": agent.state_dict(), "rule": rule.state_dict(),
+            "estimator": estimator.state_dict(), "rng": _rng_state(gens), "history": history,
+            "totals": totals, "iteration": it,
+        }
+        atomic_torch_save(state, ckpt_dir / TRIAL_STATE)
+        save_policy(ckpt_dir / "policy.pt", agent, env_id=cfg.env_id, control_mode=cfg.control_mode,
+                    config=cfg.to_dict(), metrics={k: v for k, v in metrics.items() if k.startswith("eval/")})
+        if report is not None:
+            report(dict(metrics), ckpt_dir)
+
+    bar = tqdm(total=cfg.num_iterations, initial=start_iter, desc=f"{cfg.estimator}+{cfg.update}", unit="it", disable=not progress)
+    try:
+        if start_iter == 0 and not history:
+            m = {"iteration": 0, "charts/env_steps": 0, "charts/sim_steps": 0, "time/total": 0.0}
+            run_eval(m)
+            emit(m, 0)
+        for it in range(start_iter + 1, cfg.num_iterations + 1):
+            t0 = time.time()
+            m: dict = {"iteration": it}
+            obs = venv.reset(seed=cfg.seed * 1_000_003 + it)
+            ro = collect_rollout(agent, venv, obs, cfg.num_steps, device, save_states=estimator.needs_states, generator=gens["action"])
+            t1 = time.time()
+            est = estimator.estimate(ro, agent)
+            t2 = time.time()
+            adv = est.advantages
+            batch = UpdateBatch(ro.flat(ro.obs), ro.flat(ro.actions), ro.flat(ro.logprobs), ro.flat(adv).to(device))
+            if quality is not None and it % cfg.quality_every == 0:
+                m.update(quality.measure(ro, est))
+            m.update(rule.update(agent, batch))
+            m.update(estimator.after_update(ro, est, agent))
+            t3 = time.time()
+            totals["env_steps"] += cfg.batch_size
+            totals["sim_steps"] += cfg.batch_size + est.sim_steps
+            m.update(est.diagnostics)
+            m.update({
+                "charts/advantage_mean": float(adv.mean()), "charts/advantage_std": float(adv.std()),
+                "charts/env_steps": totals["env_steps"], "charts/sim_steps": totals["sim_steps"],
+                "charts/train_success": float(ro.success.any(0).float().mean()),
+                "time/rollout": t1 - t0, "time/estimate": t2 - t1, "time/update": t3 - t2,
+            })
+            m.setdefault("charts/pos_ratio", float((adv > 0).float().mean()))
+            if it % cfg.eval_every == 0 or it == cfg.num_iterations:
+                run_eval(m)
+            totals["wall"] += time.time() - t0
+            m["time/total"] = totals["wall"]
+            m["charts/SPS"] = cfg.batch_size / max(1e-9, t3 - t0)
+            emit(m, it)
+            bar.update(1)
+            if "eval/success_rate" in m:
+                bar.set_postfix(success=f"{m['eval/success_rate']:.2f}")
+    finally:
+        bar.close()
+        writer.close()
+        estimator.close()
+        venv.close()
+    return history
