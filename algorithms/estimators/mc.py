@@ -1,0 +1,230 @@
+"""Monte-Carlo re-rollout advantages: A(s_t, a_t) = Q(s_t, a_t) - V(s_t), both from M re-rollouts.
+
+Rollout policy: ``expert`` (pi*, the default) or ``current`` (on-policy, no oracle).
+
+What is simulated, and what is not (cost is the point of this estimator):
+* V(s) for every saved rollout state s_t (and the state after the last step) = mean of M returns of
+  re-rollouts that restore s, sample the first action from the rollout policy and follow it.
+* Q(s_t, a_t) is never re-simulated: restoring s_t and executing a_t reproduces s_{t+1}, which the rollout
+  already saved (exact restore), and its reward r_t is known.  So Q(s_t, a_t) = r_t + gamma * V(s_{t+1}),
+  with V(s_{t+1}) = 0 where the transition ended the episode (termination or time limit).  The M returns
+  behind V(s_{t+1}) are exactly M samples of "execute a_t, then follow the policy", i.e. the Q samples.
+* Re-rollouts stop at termination, at the episode's time limit (the elapsed-step counter is restored), or at
+  the optional horizon cut H; a slot that finishes takes the next job at once, and all slots step together
+  (one batched policy forward per step), so work is batched across timesteps, envs and samples.
+The straightforward scheme (restore 2M replicas per t, roll the full remaining horizon) is
+:func:`naive_mc_advantages`, kept as the reference for tests and ``benchmarks/mc_rerollout.py``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from algorithms.estimators.base import AdvantageEstimator, Estimate, TrialContext
+from algorithms.rollout import Rollout
+from envs.vector import EnvState, VectorEnv
+
+
+def horizon_from(cfg) -> Optional[int]:
+    """The re-rollout cut H: ``mc_horizon``, or the smallest H with gamma^H < ``mc_tolerance``, or None."""
+    hs = []
+    if cfg.mc_horizon is not None:
+        hs.append(int(cfg.mc_horizon))
+    if cfg.mc_tolerance is not None and cfg.gamma < 1:
+        hs.append(max(1, math.ceil(math.log(cfg.mc_tolerance) / math.log(cfg.gamma))))
+    return min(hs) if hs else None
+
+
+class RerolloutEngine:
+    """Runs re-rollout jobs (restore a state, follow a policy, return the discounted return) on K env slots.
+
+    ``venv`` must have ``autoreset=False``; on the cpu backend each slot is a worker process, so the jobs are
+    spread over K processes; on the gpu backend the K slots are one batched env.
+    """
+
+    def __init__(self, venv: VectorEnv, gamma: float, reward_scale: float = 1.0, horizon: Optional[int] = None, warmup: bool = True):
+        self.venv, self.gamma, self.reward_scale, self.horizon, self.warmup = venv, gamma, reward_scale, horizon, warmup
+
+    @torch.no_grad()
+    def returns(
+        self,
+        states: EnvState,
+        policy,
+        device,
+        deterministic: bool = False,
+        generator: Optional[torch.Generator] = None,
+        first_actions: Optional[torch.Tensor] = None,
+        progress=None,
+    ) -> tuple[torch.Tensor, dict]:
+        """One re-rollout per row of ``states`` (sim [J, D], elapsed [J]).  Returns (G [J], stats).
+
+        ``first_actions`` [J, act_dim], if given, is executed first instead of a policy sample (a Q re-rollout).
+        stats: ``sim_steps`` (env steps incl. restore warm-ups), ``steps`` (policy steps), ``restores``.
+        """
+        venv = self.venv
+        K = venv.num_envs
+        J = states.sim.shape[0]
+        G = torch.zeros(J)
+        slot_job = torch.full((K,), -1, dtype=torch.long)
+        slot_ret = torch.zeros(K)
+        slot_disc = torch.ones(K)
+        slot_len = torch.zeros(K, dtype=torch.long)
+        obs = torch.zeros((K, venv.obs_dim), device=device)
+        next_job = 0
+        sim_steps = steps = restores = 0
+        while True:
+            free = torch.nonzero(slot_job < 0).flatten()
+            if len(free) and next_job < J:
+                take = free[: J - next_job]
+                jobs = torch.arange(next_job, next_job + len(take))
+                next_job += len(take)
+                obs[take] = venv.set_state(states[jobs], env_ids=take, warmup=self.warmup).to(device)
+                slot_job[take], slot_ret[take], slot_disc[take], slot_len[take] = jobs, 0.0, 1.0, 0
+                restores += len(take)
+                if self.warmup:
+                    sim_steps += len(take) if venv.backend != "gpu" else venv.num_envs
+            active = torch.nonzero(slot_job >= 0).flatten()
+            if len(active) == 0:
+                break
+            o = obs[active]
+            action = policy.act(o, deterministic=deterministic, generator=generator)
+            if first_actions is not None:
+                first = slot_len[active] == 0
+                if first.any():
+                    action[first.to(action.device)] = first_actions[slot_job[active][first]].to(action.device, action.dtype)
+            st = venv.step(action, env_ids=active)
+            sim_steps += len(active) if venv.backend != "gpu" else venv.num_envs
+            steps += len(active)
+            r = st.reward.cpu() * self.reward_scale
+            slot_ret[active] += slot_disc[active] * r
+            slot_disc[active] *= self.gamma
+            slot_len[active] += 1
+            obs[active] = st.final_obs.to(device)
+            ended = (st.terminated | st.truncated).cpu()
+            if self.horizon is not None:
+                ended |= slot_len[active] >= self.horizon
+            done_slots = active[ended]
+            G[slot_job[done_slots]] = slot_ret[done_slots]
+            slot_job[done_slots] = -1
+            if progress is not None and len(done_slots):
+                progress(len(done_slots))
+        return G, {"sim_steps": sim_steps, "steps": steps, "restores": restores}
+
+
+def bootstrap_states(rollout: Rollout) -> EnvState:
+    """States whose V is needed: s_0..s_{T-1} of every env, then s_T (after the last step): sim [(T+1)*N, D]."""
+    assert rollout.states is not None and rollout.last_state is not None, "MC needs a rollout with saved states"
+    sim = torch.cat([rollout.states.sim, rollout.last_state.sim[None]], 0)
+    el = torch.cat([rollout.states.elapsed, rollout.last_state.elapsed[None]], 0)
+    return EnvState(sim.reshape(-1, sim.shape[-1]), el.reshape(-1))
+
+
+class MCEstimator(AdvantageEstimator):
+    name = "mc"
+    needs_states = True
+
+    def __init__(self, ctx: TrialContext):
+        super().__init__(ctx)
+        if self.cfg.mc_policy == "expert" and ctx.expert is None:
+            raise ValueError("mc_policy=expert needs an expert policy (expert_checkpoint)")
+        self.horizon = horizon_from(self.cfg)
+        self._venv: Optional[VectorEnv] = None
+        self.gen = torch.Generator(device=ctx.device).manual_seed(self.cfg.seed + 7)
+
+    def _engine(self) -> RerolloutEngine:
+        if self._venv is None:
+            self._venv = self.ctx.make_env(self.cfg.mc_workers, autoreset=False)
+        return RerolloutEngine(self._venv, self.cfg.gamma, self.cfg.reward_scale, self.horizon)
+
+    def values(self, rollout: Rollout, policy, samples: int) -> tuple[torch.Tensor, dict]:
+        """V of every state s_0..s_T under ``policy``: [T+1, N], with M=``samples`` re-rollouts each."""
+        T, N = rollout.num_steps, rollout.num_envs
+        states = bootstrap_states(rollout)
+        # s_T of an env whose last transition ended the episode is a fresh reset state: its V is never used
+        need = torch.ones(T + 1, N, dtype=torch.bool)
+        need[T] = ~rollout.dones[-1].cpu()
+        idx = torch.nonzero(need.flatten()).flatten()
+        jobs = states[idx.repeat(samples)]
+        G, stats = self._engine().returns(jobs, policy, self.ctx.device, self.cfg.mc_deterministic, self.gen)
+        V = torch.zeros((T + 1) * N)
+        V[idx] = G.reshape(samples, -1).mean(0)
+        stats["jobs"] = len(jobs)
+        return V.reshape(T + 1, N), stats
+
+    def estimate_with(self, rollout: Rollout, policy, samples: int) -> Estimate:
+        V, stats = self.values(rollout, policy, samples)
+        dev = rollout.rewards.device
+        V = V.to(dev)
+        r = rollout.rewards * self.cfg.reward_scale
+        q = r + self.cfg.gamma * (~rollout.dones).float() * V[1:]
+        v = V[:-1]
+        adv = q - v
+        diag = {
+            "mc/jobs": stats["jobs"],
+            "mc/rerollout_steps": stats["steps"],
+            "mc/mean_rerollout_len": stats["steps"] / max(1, stats["jobs"]),
+            "mc/q_mean": float(q.mean()),
+            "mc/v_mean": float(v.mean()),
+        }
+        if self.horizon is not None:
+            diag["mc/horizon"] = self.horizon
+            # sparse reward, terminal on success: at most one reward of reward_scale per episode
+            diag["mc/horizon_bias_bound"] = self.cfg.gamma ** self.horizon * abs(self.cfg.reward_scale)
+        return Estimate(advantages=adv, returns=q, q=q, v=v, diagnostics=diag, sim_steps=stats["sim_steps"])
+
+    def estimate(self, rollout: Rollout, agent) -> Estimate:
+        policy = self.ctx.expert if self.cfg.mc_policy == "expert" else agent
+        return self.estimate_with(rollout, policy, self.cfg.mc_samples)
+
+    def state_dict(self) -> dict:
+        return {"gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "gen" in state:
+            self.gen.set_state(state["gen"])
+
+    def close(self) -> None:
+        if self._venv is not None:
+            self._venv.close()
+            self._venv = None
+
+
+@torch.no_grad()
+def naive_mc_advantages(rollout: Rollout, policy, venv: VectorEnv, samples: int, gamma: float, device, deterministic=False, generator=None, reward_scale=1.0):
+    """The straightforward scheme, for comparison: for each t, restore M replicas of every s_t for Q (execute a_t
+    first) and M for V, and roll each for the full remaining horizon (to the time limit, rewards masked after
+    termination).  ``venv`` (autoreset off) must have >= 2*M*N slots.  Returns (A [T, N], sim_steps)."""
+    T, N = rollout.num_steps, rollout.num_envs
+    M = samples
+    K = 2 * M * N
+    assert venv.num_envs >= K, f"naive MC needs {K} env slots"
+    max_steps = venv.config.max_episode_steps
+    ids = torch.arange(K)
+    sim_steps = 0
+    adv = torch.zeros(T, N)
+    for t in range(T):
+        st = rollout.states[t]
+        reps = EnvState(st.sim.repeat(2 * M, 1), st.elapsed.repeat(2 * M))
+        obs = venv.set_state(reps, env_ids=ids).to(device)
+        sim_steps += K
+        first = rollout.actions[t].to(device).repeat(M, 1)  # Q replicas are the first M*N rows
+        ret = torch.zeros(K)
+        disc = torch.ones(K)
+        alive = torch.ones(K, dtype=torch.bool)
+        remaining = int(max_steps - st.elapsed.min())
+        for k in range(remaining):
+            a = policy.act(obs, deterministic=deterministic, generator=generator)
+            if k == 0:
+                a[: M * N] = first
+            s = venv.step(a, env_ids=ids)
+            sim_steps += K
+            ret += disc * s.reward.cpu() * reward_scale * alive
+            disc *= gamma
+            alive &= ~(s.terminated | s.truncated).cpu()
+            obs = s.final_obs.to(device)
+        q = ret[: M * N].reshape(M, N).mean(0)
+        v = ret[M * N :].reshape(M, N).mean(0)
+        adv[t] = q - v
+    return adv, sim_steps
