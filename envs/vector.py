@@ -41,6 +41,9 @@ class EnvState:
     sim: torch.Tensor
     elapsed: torch.Tensor
 
+    def __len__(self) -> int:
+        return self.sim.shape[0]
+
     def __getitem__(self, idx) -> "EnvState":
         return EnvState(self.sim[idx], self.elapsed[idx])
 

@@ -58,6 +58,19 @@ def _cmd_eval(ns):
         print(json.dumps({"checkpoint": str(ns.checkpoint), "env_id": env_id, "backend": venv.backend, **results}))
 
 
+def _cmd_finetune(ns):
+    from algorithms.config import FinetuneConfig
+    from algorithms.finetune import run_trial, validate_trial_inputs
+
+    cfg = dataclass_from_args(FinetuneConfig, ns)
+    validate_trial_inputs(cfg)
+    out = ns.out_dir or f"runs/finetune/{cfg.estimator}-{cfg.update}-seed{cfg.seed}"
+    resume = f"{out}/checkpoint" if ns.resume else None
+    history = run_trial(cfg, out, resume_from=resume, progress=not ns.no_progress)
+    evals = [(h["iteration"], h["eval/success_rate"]) for h in history if "eval/success_rate" in h]
+    print(f"{cfg.estimator}+{cfg.update}: success " + " -> ".join(f"{s * 100:.1f}%" for _, s in evals) + f"  (iterations {evals[0][0]}..{evals[-1][0]}; results in {out})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from algorithms.pretrain import PretrainConfig
     from algorithms.select import SelectConfig
@@ -79,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("select", help="pick the start (40-65%%) and expert (>=95%%) policies from a ladder", description="Picks the start and expert policies from a pretraining ladder, confirms them on --confirm-episodes deterministic episodes, writes start.pt, expert.pt and provenance.json.")
     add_dataclass_args(sp, SelectConfig)
     sp.set_defaults(func=_cmd_select)
+
+    from algorithms.config import FinetuneConfig
+
+    sp = sub.add_parser("finetune", help="one finetuning trial (any estimator x update rule), no Ray", description="One trial: iterations of eval / rollout / estimate advantages / update, with TensorBoard logs and a checkpoint per iteration in --out-dir.")
+    add_dataclass_args(sp, FinetuneConfig)
+    sp.add_argument("--out-dir", default=None, help="trial directory (default: runs/finetune/<estimator>-<update>-seed<seed>)")
+    sp.add_argument("--resume", action="store_true", help="continue from <out-dir>/checkpoint")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.set_defaults(func=_cmd_finetune)
 
     sp = sub.add_parser("eval", help="success rate of a checkpoint", description="Deterministic (and with --stochastic also stochastic) success rate of a policy checkpoint on fixed seeds.")
     sp.add_argument("--checkpoint", required=True, help="policy checkpoint (.pt); a bare ManiSkill state_dict works with --env-id")
