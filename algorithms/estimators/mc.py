@@ -194,37 +194,35 @@ class MCEstimator(AdvantageEstimator):
 @torch.no_grad()
 def naive_mc_advantages(rollout: Rollout, policy, venv: VectorEnv, samples: int, gamma: float, device, deterministic=False, generator=None, reward_scale=1.0):
     """The straightforward scheme, for comparison: for each t, restore M replicas of every s_t for Q (execute a_t
-    first) and M for V, and roll each for the full remaining horizon (to the time limit, rewards masked after
-    termination).  ``venv`` (autoreset off) must have >= 2*M*N slots.  Returns (A [T, N], sim_steps)."""
+    first) and M for V, and roll each for the full remaining horizon (to the time limit; rewards masked after
+    termination), ``venv.num_envs`` replicas at a time (autoreset off).  Returns (A [T, N], sim_steps)."""
     T, N = rollout.num_steps, rollout.num_envs
-    M = samples
-    K = 2 * M * N
-    assert venv.num_envs >= K, f"naive MC needs {K} env slots"
+    M, K = samples, venv.num_envs
     max_steps = venv.config.max_episode_steps
-    ids = torch.arange(K)
     sim_steps = 0
     adv = torch.zeros(T, N)
     for t in range(T):
         st = rollout.states[t]
-        reps = EnvState(st.sim.repeat(2 * M, 1), st.elapsed.repeat(2 * M))
-        obs = venv.set_state(reps, env_ids=ids).to(device)
-        sim_steps += K
-        first = rollout.actions[t].to(device).repeat(M, 1)  # Q replicas are the first M*N rows
-        ret = torch.zeros(K)
-        disc = torch.ones(K)
-        alive = torch.ones(K, dtype=torch.bool)
-        remaining = int(max_steps - st.elapsed.min())
-        for k in range(remaining):
-            a = policy.act(obs, deterministic=deterministic, generator=generator)
-            if k == 0:
-                a[: M * N] = first
-            s = venv.step(a, env_ids=ids)
-            sim_steps += K
-            ret += disc * s.reward.cpu() * reward_scale * alive
-            disc *= gamma
-            alive &= ~(s.terminated | s.truncated).cpu()
-            obs = s.final_obs.to(device)
-        q = ret[: M * N].reshape(M, N).mean(0)
-        v = ret[M * N :].reshape(M, N).mean(0)
-        adv[t] = q - v
+        reps = EnvState(st.sim.repeat(2 * M, 1), st.elapsed.repeat(2 * M))  # rows: M*N Q replicas, then M*N V replicas
+        first = rollout.actions[t].to(device).repeat(M, 1)
+        ret = torch.zeros(2 * M * N)
+        for lo in range(0, 2 * M * N, K):
+            rows = torch.arange(lo, min(lo + K, 2 * M * N))
+            ids = torch.arange(len(rows))
+            obs = venv.set_state(reps[rows], env_ids=ids).to(device)
+            sim_steps += len(rows)
+            disc = torch.ones(len(rows))
+            alive = torch.ones(len(rows), dtype=torch.bool)
+            is_q = rows < M * N
+            for k in range(int(max_steps - reps.elapsed[rows].min())):
+                a = policy.act(obs, deterministic=deterministic, generator=generator)
+                if k == 0 and is_q.any():
+                    a[is_q.to(a.device)] = first[rows[is_q]]
+                s = venv.step(a, env_ids=ids)
+                sim_steps += len(rows)
+                ret[rows] += disc * s.reward.cpu() * reward_scale * alive
+                disc *= gamma
+                alive &= ~(s.terminated | s.truncated).cpu()
+                obs = s.final_obs.to(device)
+        adv[t] = ret[: M * N].reshape(M, N).mean(0) - ret[M * N :].reshape(M, N).mean(0)
     return adv, sim_steps

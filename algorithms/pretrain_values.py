@@ -1,0 +1,179 @@
+"""Offline value pretraining: IQL/SARSA Q and V from a dataset, and a V-only critic from a policy's MC returns.
+
+* :func:`pretrain_iql` (``pretrain-iql``): Q, V by :class:`~algorithms.value_functions.IQLLearner` on a
+  :class:`~algorithms.data.TransitionDataset`; expectile 0.5 = SARSA (the data policy's Q and V).
+* :func:`pretrain_critic` (``pretrain-critic``): run a policy (the expert) on the task, compute each
+  step's discounted return to the end of its episode, regress V(s) on it.  The result initialises the
+  GAE critic (``--gae-critic-checkpoint``).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from envs.config import REWARD_MODES
+
+
+def _positive(cfg, names) -> None:
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+
+
+@dataclass
+class IQLPretrainConfig:
+    dataset: str = "runs/data/dataset.pt"
+    out: Optional[str] = None  # default: runs/values/iql_tau<expectile>_gamma<gamma>.pt
+    expectile: float = 0.7  # 0.5 = SARSA
+    gamma: float = 0.8
+    steps: int = 20_000
+    lr: float = 3e-4
+    batch_size: int = 256
+    hidden: int = 256
+    target_update_rate: float = 0.005  # Polyak rate of the target Q
+    reward_scale: float = 1.0
+    seed: int = 1
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if not 0 < self.expectile < 1:
+            raise ValueError(f"expectile must be in (0, 1), got {self.expectile}")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if not 0 < self.target_update_rate <= 1:
+            raise ValueError(f"target_update_rate must be in (0, 1], got {self.target_update_rate}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        _positive(self, ("steps", "batch_size", "hidden"))
+        if self.out is None:
+            self.out = f"runs/values/iql_tau{self.expectile:g}_gamma{self.gamma:g}.pt"
+
+
+@dataclass
+class CriticPretrainConfig:
+    policy: str = "experiments/checkpoints/pickcube/expert.pt"
+    out: Optional[str] = None  # default: runs/values/critic_gamma<gamma>_<reward_mode>.pt
+    gamma: float = 0.8
+    reward_mode: str = "sparse"
+    num_envs: int = 8
+    num_steps: int = 200  # per env; the steps of episodes still running at the end are dropped (no return yet)
+    max_episode_steps: int = 50
+    deterministic: bool = False
+    steps: int = 5_000  # gradient steps
+    lr: float = 3e-4
+    batch_size: int = 256
+    seed: int = 1
+    backend: str = "auto"
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if self.reward_mode not in REWARD_MODES:
+            raise ValueError(f"unknown reward_mode {self.reward_mode!r}; choose one of {', '.join(REWARD_MODES)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        _positive(self, ("num_envs", "num_steps", "max_episode_steps", "steps", "batch_size"))
+        if self.out is None:
+            self.out = f"runs/values/critic_gamma{self.gamma:g}_{self.reward_mode}.pt"
+
+
+def pretrain_iql(cfg: IQLPretrainConfig, progress: bool = False) -> Path:
+    """Fit Q and V on ``cfg.dataset`` for ``cfg.steps`` minibatch steps; writes ``cfg.out`` (kind "value")."""
+    from tqdm import tqdm
+
+    from algorithms.data import TransitionDataset
+    from algorithms.value_functions import IQLLearner, IQLValues, save_iql
+
+    data = TransitionDataset(cfg.dataset)  # validated and hash-checked before any training
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    t = data.tensors
+    obs, actions = t["obs"].to(device).float(), t["actions"].to(device).float()
+    next_obs, terminated = t["next_obs"].to(device).float(), t["terminated"].to(device)
+    rewards = t["rewards"].to(device).float() * cfg.reward_scale
+    values = IQLValues(data.obs_dim, data.act_dim, cfg.hidden).to(device)
+    learner = IQLLearner(values, cfg.expectile, cfg.gamma, cfg.lr, cfg.target_update_rate)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    recent = {"q_loss": [], "v_loss": []}
+    M = len(data)
+    for _ in tqdm(range(cfg.steps), desc=f"iql tau={cfg.expectile:g}", unit="step", disable=not progress, mininterval=1.0):
+        idx = torch.randint(M, (min(cfg.batch_size, M),), generator=gen).to(device)
+        m = learner.update(obs[idx], actions[idx], rewards[idx], next_obs[idx], terminated[idx])
+        for k, v in m.items():
+            recent[k] = (recent[k] + [v])[-100:]
+    with torch.no_grad():
+        adv = torch.cat([values.advantage(obs[s : s + 4096], actions[s : s + 4096]) for s in range(0, M, 4096)])
+    metrics = {
+        "q_loss": sum(recent["q_loss"]) / len(recent["q_loss"]),
+        "v_loss": sum(recent["v_loss"]) / len(recent["v_loss"]),
+        "advantage_mean": float(adv.mean()),
+        "advantage_pos_ratio": float((adv > 0).float().mean()),
+        "num_transitions": M,
+    }
+    config = dict(asdict(cfg), dataset_sha256=data.sha256, dataset_config=data.config)
+    save_iql(cfg.out, values, env_id=data.env_id, control_mode=data.control_mode, config=config, metrics=metrics)
+    return Path(cfg.out)
+
+
+def pretrain_critic(cfg: CriticPretrainConfig, progress: bool = False) -> Path:
+    """Regress V(s) on discounted MC returns of ``cfg.policy``; writes ``cfg.out`` (kind "value", ``critic.*``)."""
+    from tqdm import tqdm
+
+    from algorithms.agent import mlp
+    from algorithms.checkpoint import CheckpointError, load_policy
+    from algorithms.returns import discounted_returns
+    from algorithms.rollout import collect_rollout
+    from algorithms.value_functions import save_critic
+    from envs.config import EnvConfig
+    from envs.vector import make_vector_env
+
+    policy, pck = load_policy(cfg.policy)  # checked before any simulator starts
+    if pck["env_id"] is None:
+        raise CheckpointError(f"policy {cfg.policy} records no env id (a bare state_dict): save it with save_policy first")
+    control_mode = pck["control_mode"] or "pd_joint_delta_pos"
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    env_cfg = EnvConfig(pck["env_id"], cfg.num_envs, control_mode, cfg.reward_mode, max_episode_steps=cfg.max_episode_steps, backend=cfg.backend)
+    with make_vector_env(env_cfg) as venv:
+        if venv.obs_dim != pck["obs_dim"] or venv.act_dim != pck["act_dim"]:
+            raise CheckpointError(f"policy {cfg.policy} has obs/act dims {pck['obs_dim']}/{pck['act_dim']}, {pck['env_id']} has {venv.obs_dim}/{venv.act_dim}")
+        obs0 = venv.reset(seed=cfg.seed * 1_000_003)
+        ro = collect_rollout(policy, venv, obs0, cfg.num_steps, torch.device("cpu"), deterministic=cfg.deterministic,
+                             generator=torch.Generator().manual_seed(cfg.seed))
+    returns, complete = discounted_returns(ro.rewards, ro.terminated, ro.truncated, cfg.gamma)
+    if not complete.any():
+        raise ValueError(f"no episode ended within num_steps={cfg.num_steps}: raise --num-steps above max_episode_steps={cfg.max_episode_steps}")
+    obs = ro.obs[complete].to(device)
+    targets = returns[complete].to(device)
+    critic = mlp(pck["obs_dim"], 1, out_std=1.0).to(device)  # Agent.critic's architecture, so it loads into one
+    opt = torch.optim.Adam(critic.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    M = obs.shape[0]
+    recent = []
+    for _ in tqdm(range(cfg.steps), desc="critic", unit="step", disable=not progress, mininterval=1.0):
+        idx = torch.randint(M, (min(cfg.batch_size, M),), generator=gen).to(device)
+        loss = (critic(obs[idx]).squeeze(-1) - targets[idx]).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        recent = (recent + [loss.item()])[-100:]
+    with torch.no_grad():
+        pred = critic(obs).squeeze(-1)
+        var = targets.var(unbiased=False)
+        explained = float(1 - (targets - pred).var(unbiased=False) / var) if var > 0 else float("nan")
+    metrics = {
+        "value_loss": sum(recent) / len(recent),
+        "explained_variance": explained,
+        "num_samples": M,
+        "return_mean": float(targets.mean()),
+        "episodes_ended": int((ro.terminated | ro.truncated).sum()),
+        "successes": int(ro.success.sum()),
+    }
+    config = dict(asdict(cfg), policy_sha256=pck["sha256"])
+    save_critic(cfg.out, critic, obs_dim=pck["obs_dim"], act_dim=pck["act_dim"], env_id=pck["env_id"],
+                control_mode=control_mode, config=config, metrics=metrics)
+    return Path(cfg.out)
