@@ -152,14 +152,15 @@ def run_trial(
             t0 = time.time()
             m: dict = {"iteration": it}
             obs = venv.reset(seed=cfg.seed * 1_000_003 + it)
-            ro = collect_rollout(agent, venv, obs, cfg.num_steps, device, save_states=estimator.needs_states, generator=gens["action"])
+            probe = quality is not None and it % cfg.quality_every == 0
+            ro = collect_rollout(agent, venv, obs, cfg.num_steps, device, save_states=estimator.needs_states or probe, generator=gens["action"])
             t1 = time.time()
             est = estimator.estimate(ro, agent)
             t2 = time.time()
             adv = est.advantages
             batch = UpdateBatch(ro.flat(ro.obs), ro.flat(ro.actions), ro.flat(ro.logprobs), ro.flat(adv).to(device))
-            if quality is not None and it % cfg.quality_every == 0:
-                m.update(quality.measure(ro, est))
+            if probe:
+                m.update(quality.measure(ro, est, agent))
             m.update(rule.update(agent, batch))
             m.update(estimator.after_update(ro, est, agent))
             t3 = time.time()
@@ -186,5 +187,7 @@ def run_trial(
         bar.close()
         writer.close()
         estimator.close()
+        if quality is not None:
+            quality.close()
         venv.close()
     return history

@@ -71,6 +71,69 @@ def _cmd_finetune(ns):
     print(f"{cfg.estimator}+{cfg.update}: success " + " -> ".join(f"{s * 100:.1f}%" for _, s in evals) + f"  (iterations {evals[0][0]}..{evals[-1][0]}; results in {out})")
 
 
+def _cmd_collect(ns):
+    from algorithms.data import CollectConfig, TransitionDataset, collect_dataset
+
+    cfg = dataclass_from_args(CollectConfig, ns)
+    collect_dataset(cfg, progress=not ns.no_progress)
+    m = TransitionDataset(cfg.out).metrics
+    print(f"dataset: {cfg.out}: {m['num_transitions']} transitions, {m['episodes_ended']} episode ends, {m['successes']} successes")
+
+
+def _cmd_pretrain_iql(ns):
+    from algorithms.checkpoint import load_checkpoint
+    from algorithms.pretrain_values import IQLPretrainConfig, pretrain_iql
+
+    cfg = dataclass_from_args(IQLPretrainConfig, ns)
+    out = pretrain_iql(cfg, progress=not ns.no_progress)
+    m = load_checkpoint(out, kind="value")["metrics"]
+    print(f"Q/V (expectile {cfg.expectile:g}{', SARSA' if cfg.expectile == 0.5 else ''}): {out}: q_loss {m['q_loss']:.4g}, v_loss {m['v_loss']:.4g}, A>0 on {m['advantage_pos_ratio'] * 100:.1f}% of the data")
+
+
+def _cmd_pretrain_critic(ns):
+    from algorithms.checkpoint import load_checkpoint
+    from algorithms.pretrain_values import CriticPretrainConfig, pretrain_critic
+
+    cfg = dataclass_from_args(CriticPretrainConfig, ns)
+    out = pretrain_critic(cfg, progress=not ns.no_progress)
+    m = load_checkpoint(out, kind="value")["metrics"]
+    print(f"critic (gamma {cfg.gamma:g}, {cfg.reward_mode} reward): {out}: {m['num_samples']} returns, value_loss {m['value_loss']:.4g}, explained variance {m['explained_variance']:.3f}")
+
+
+def _cmd_analyze(ns):
+    from orchestrator.analysis import analyze
+    from orchestrator.report import summary_markdown
+
+    out = analyze(ns.run_dir, ns.out, target=ns.target, reps=ns.reps)
+    print(summary_markdown(out.summary))
+    failed = int((out.experiment.trials["status"] == "ERROR").sum())
+    if failed:
+        print(f"{failed} failed trial{'s' if failed > 1 else ''} (see the report's Failures section)")
+    print(f"report: {out.report}")
+
+
+def _cmd_quality(ns):
+    import dataclasses
+
+    from algorithms.config import FinetuneConfig
+    from algorithms.finetune import run_trial, validate_trial_inputs
+
+    cfg = dataclass_from_args(FinetuneConfig, ns)
+    if cfg.quality_every < 1:
+        cfg = dataclasses.replace(cfg, quality_every=1)
+    validate_trial_inputs(cfg)
+    out = ns.out_dir or f"runs/quality/{cfg.estimator}-{cfg.update}-seed{cfg.seed}"
+    history = run_trial(cfg, out, progress=not ns.no_progress)
+    cols = ["quality/spearman", "quality/spearman_within", "quality/bias", "quality/rmse", "quality/sign_agreement"]
+    print(f"{cfg.estimator} advantages vs MC of the expert with {cfg.quality_samples} samples ({cfg.batch_size} transitions per iteration):")
+    print("iteration  " + "  ".join(f"{c.split('/')[1]:>15}" for c in cols) + "  success")
+    for h in history:
+        if "quality/spearman" in h:
+            vals = "  ".join(f"{h.get(c, float('nan')):>15.3f}" for c in cols)
+            print(f"{h['iteration']:>9}  {vals}  {h.get('eval/success_rate', float('nan')):.3f}")
+    print(f"results in {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from algorithms.pretrain import PretrainConfig
     from algorithms.select import SelectConfig
@@ -102,6 +165,30 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_finetune)
 
+    from algorithms.data import CollectConfig
+    from algorithms.pretrain_values import CriticPretrainConfig, IQLPretrainConfig
+
+    sp = sub.add_parser("collect", help="offline dataset of transitions from a policy (sparse reward)", description="Runs a policy checkpoint on its task with the sparse reward and writes --num-transitions transitions (obs, actions, rewards, next_obs, terminated, truncated; --save-states: simulator states) as a hash-checked dataset file.")
+    add_dataclass_args(sp, CollectConfig)
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.set_defaults(func=_cmd_collect)
+
+    sp = sub.add_parser("pretrain-iql", help="IQL Q/V networks from a dataset (--expectile 0.5: SARSA)", description="Fits Q(s,a) by TD regression on r + gamma*V(s') and V(s) by expectile regression of Q on a collected dataset; the value checkpoint feeds the iql (--expectile = --iql-expectile) and sarsa (--expectile 0.5) estimators.")
+    add_dataclass_args(sp, IQLPretrainConfig)
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.set_defaults(func=_cmd_pretrain_iql)
+
+    sp = sub.add_parser("pretrain-critic", help="V(s) on discounted MC returns of a policy (the expert)", description="Runs --policy on the task, computes every step's discounted return to the end of its episode and regresses V(s) on it; the checkpoint initialises GAE's critic (--gae-critic-checkpoint).")
+    add_dataclass_args(sp, CriticPretrainConfig)
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.set_defaults(func=_cmd_pretrain_critic)
+
+    sp = sub.add_parser("quality", help="estimator quality vs an MC oracle (Spearman, bias, RMSE) over a short trial", description="Runs a trial with the quality probe on every iteration: the estimator's advantages against MC re-rollouts of the expert with --quality-samples samples on the same batch (research question 4).")
+    add_dataclass_args(sp, FinetuneConfig)
+    sp.add_argument("--out-dir", default=None, help="trial directory (default: runs/quality/<estimator>-<update>-seed<seed>)")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.set_defaults(func=_cmd_quality)
+
     sp = sub.add_parser("eval", help="success rate of a checkpoint", description="Deterministic (and with --stochastic also stochastic) success rate of a policy checkpoint on fixed seeds.")
     sp.add_argument("--checkpoint", required=True, help="policy checkpoint (.pt); a bare ManiSkill state_dict works with --env-id")
     sp.add_argument("--episodes", type=int, default=256, help="episodes to evaluate (default: 256)")
@@ -113,6 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_eval)
+    sp = sub.add_parser("analyze", help="statistics, figures and report.md of a Tune experiment", description="Reads a (finished, running or interrupted) Ray Tune experiment directory; writes results.csv/.parquet, summary.csv, learning-curve and compute-cost figures and report.md: per cell IQM with 95%% stratified-bootstrap CIs over seeds, probability of improvement, sample efficiency, estimator quality, failures.")
+    sp.add_argument("run_dir", metavar="RUN_DIR", help="the Tune experiment directory (<storage_path>/<name>)")
+    sp.add_argument("--out", default=None, help="output folder (default: RUN_DIR/analysis)")
+    sp.add_argument("--target", type=float, default=0.9, help="success threshold for 'env steps to reach target' (default: 0.9)")
+    sp.add_argument("--reps", type=int, default=10_000, help="bootstrap resamples (default: 10000)")
+    sp.set_defaults(func=_cmd_analyze)
+
+    from orchestrator.grid_commands import add_grid_commands
+
+    add_grid_commands(sub)
     return p
 
 
