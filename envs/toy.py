@@ -107,7 +107,8 @@ class ChainEnv(VectorEnv):
             raise ValueError(f"step got actions of shape {tuple(actions.shape)} for {len(ids)} envs with act_dim 1")
         goal, horizon = self.config.length - 1, self.config.max_episode_steps
         move = torch.where(a[:, 0] > 0, 1, -1)
-        self._cell[ids] = (self._cell[ids] + move).clamp(min=0)
+        # clamped at both ends: stepping an ended episode without a reset is meaningless, but must not crash
+        self._cell[ids] = (self._cell[ids] + move).clamp(0, goal)
         self._elapsed[ids] += 1
         terminated = self._cell[ids] == goal
         truncated = self._elapsed[ids] >= horizon

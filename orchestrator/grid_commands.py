@@ -1,0 +1,93 @@
+"""The grid subcommands of ``python -m orchestrator``: ``grid``, ``resume``, ``submit``.
+
+Kept beside ``cli.py`` (which registers them with :func:`add_grid_commands`) so the grid's flags live with
+the code they drive.  Errors are raised as SpecError/SubmitError (ValueErrors): ``cli.main`` prints them as
+one line and exits 2.  A grid that ends with failed or unfinished trials exits 1.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _exit_for(outcome) -> None:
+    from orchestrator.tune_runner import describe
+
+    print(describe(outcome), flush=True)
+    if not outcome.ok:
+        sys.exit(1)
+
+
+def _cmd_grid(ns) -> None:
+    from orchestrator.tune_runner import launch
+
+    _exit_for(launch(ns.spec, storage=ns.storage, name=ns.name, address=ns.address, resume=ns.resume, analyze=not ns.no_analysis))
+
+
+def _cmd_resume(ns) -> None:
+    from orchestrator.tune_runner import resume
+
+    _exit_for(resume(ns.run_dir, address=ns.address, analyze=not ns.no_analysis))
+
+
+def _cmd_submit(ns) -> None:
+    from orchestrator.submit import SlurmConfig, SubmitError, submit, wait_for_job, write_sbatch
+
+    if ns.slurm:
+        cfg = SlurmConfig(nodes=ns.nodes, cpus_per_node=ns.cpus_per_node, gpus_per_node=ns.gpus_per_node, time=ns.time,
+                          partition=ns.partition, account=ns.account, port=ns.port, venv=ns.venv or None)
+        out = write_sbatch(ns.slurm, ns.spec, cfg, storage=ns.storage, name=ns.name, working_dir=ns.working_dir)
+        print(f"wrote {out}: run it with `sbatch {out}`")
+        return
+    if not ns.address:
+        raise SubmitError("submit needs --address http://HEAD:8265 (the Ray dashboard), or --slurm FILE to write a batch script")
+    sub = submit(ns.spec, ns.address, storage=ns.storage, name=ns.name, working_dir=ns.working_dir, pip=ns.pip,
+                 token_file=ns.token_file)
+    print(f"submitted job {sub.job_id} to {sub.address}: {sub.entrypoint}")
+    print(f"results: {sub.run_dir}  (follow: ray job logs --follow {sub.job_id} --address {sub.address})", flush=True)
+    if ns.wait:
+        status = wait_for_job(ns.address, sub.job_id, token_file=ns.token_file)
+        print(f"job {sub.job_id}: {status}")
+        if status != "SUCCEEDED":
+            sys.exit(1)
+
+
+def add_grid_commands(sub: argparse._SubParsersAction) -> None:
+    sp = sub.add_parser("grid", help="run a comparison grid (estimators x updates x seeds) on Ray Tune",
+                        description="Validates SPEC (a YAML grid spec, see orchestrator/spec.py and experiments/*.yaml), then runs every trial as one Ray Tune experiment in <storage>/<name>, printing a live status line, and writes the analysis report.")
+    sp.add_argument("spec", metavar="SPEC", help="grid spec YAML (e.g. experiments/smoke.yaml)")
+    sp.add_argument("--storage", default=None, help="directory holding run directories (default: the spec's storage, runs/grid)")
+    sp.add_argument("--name", default=None, help="run directory name (default: the spec's name)")
+    sp.add_argument("--address", default=None, help="join a running Ray cluster (HOST:6379 or ray://HOST:10001) instead of starting a local one")
+    sp.add_argument("--resume", action="store_true", help="continue <storage>/<name> if it exists (same spec), else start it")
+    sp.add_argument("--no-analysis", action="store_true", help="do not write the analysis report at the end")
+    sp.set_defaults(func=_cmd_grid)
+
+    sp = sub.add_parser("resume", help="continue an interrupted grid from its run directory",
+                        description="Restores the Tune experiment in RUN_DIR (which may have been moved): finished trials are kept, unfinished and failed ones continue from their last checkpoint.")
+    sp.add_argument("run_dir", metavar="RUN_DIR", help="the grid's run directory (<storage>/<name>)")
+    sp.add_argument("--address", default=None, help="join a running Ray cluster instead of starting a local one")
+    sp.add_argument("--no-analysis", action="store_true", help="do not write the analysis report at the end")
+    sp.set_defaults(func=_cmd_resume)
+
+    sp = sub.add_parser("submit", help="run a grid on a Ray cluster (Ray Job) or write a SLURM batch script",
+                        description="Submits `grid SPEC --resume` as a Ray job (shipping the working directory) to the cluster whose dashboard is at --address, or with --slurm writes an sbatch script that starts Ray on the allocation's nodes and runs the grid. See orchestrator/submit.py.")
+    sp.add_argument("spec", metavar="SPEC", help="grid spec YAML inside the working directory")
+    sp.add_argument("--address", default=None, help="Ray dashboard address, e.g. http://HEAD:8265")
+    sp.add_argument("--storage", default=None, help="absolute results path every node can reach (default: the spec's, if absolute)")
+    sp.add_argument("--name", default=None, help="run directory name (default: the spec's name)")
+    sp.add_argument("--working-dir", default=".", help="directory shipped to the cluster (default: .)")
+    sp.add_argument("--pip", nargs="+", default=None, metavar="REQ", help="pip requirements installed into the job's environment")
+    sp.add_argument("--token-file", default=None, help="Ray auth token file (default: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)")
+    sp.add_argument("--wait", action="store_true", help="follow the job's logs until it ends; exit 1 unless it succeeded")
+    g = sp.add_argument_group("SLURM (with --slurm)")
+    g.add_argument("--slurm", default=None, metavar="OUT.sbatch", help="write a SLURM batch script instead of submitting")
+    g.add_argument("--nodes", type=int, default=1, help="nodes (default: 1)")
+    g.add_argument("--cpus-per-node", type=int, default=16, help="CPUs per node (default: 16)")
+    g.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node (default: 0)")
+    g.add_argument("--time", default="24:00:00", help="wall-clock limit (default: 24:00:00)")
+    g.add_argument("--partition", default=None, help="SLURM partition")
+    g.add_argument("--account", default=None, help="SLURM account")
+    g.add_argument("--port", type=int, default=6379, help="Ray head port (default: 6379)")
+    g.add_argument("--venv", default=".venv", help="virtualenv activated in the job ('' for none; default: .venv)")
+    sp.set_defaults(func=_cmd_submit)

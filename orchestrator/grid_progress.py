@@ -1,0 +1,101 @@
+"""The live one-line status of a running grid, printed by a Ray Tune callback.
+
+Tune's own table (``RunConfig(verbose=...)``) lists every trial on every refresh, which drowns a 60-trial
+grid.  This prints one line per event that matters (a trial starts, finishes, fails or is retried) and at
+most every ``interval_s`` on results::
+
+    [grid local 00:03:12] 2 running | 5 done | 1 failed | 4 pending | best mc+awr 0.91 (2 runs) | gae+ppo s1 done: 0.62
+
+"best" is the cell (estimator+update plus swept values; seeds pooled) with the highest mean latest
+``eval/success_rate`` over its trials that have reported one.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from ray.tune import Callback
+
+from orchestrator.spec import trial_label
+
+SUCCESS = "eval/success_rate"
+
+
+class GridProgress(Callback):
+    """Picklable (Tune stores it with the run config and restores it on resume): plain data only."""
+
+    def __init__(self, name: str, sweep_keys: tuple[str, ...] = (), interval_s: float = 30.0):
+        self.name = name
+        self.sweep_keys = tuple(sweep_keys)
+        self.interval_s = interval_s
+        self._success: dict[str, float] = {}
+        self._t0: Optional[float] = None
+        self._last_print = 0.0
+
+    def setup(self, **info):
+        self._t0 = time.monotonic()
+        self._success = {}
+
+    # -- what to show
+    def _latest_success(self, trial) -> Optional[float]:
+        if trial.trial_id in self._success:
+            return self._success[trial.trial_id]
+        v = (trial.last_result or {}).get(SUCCESS)
+        return float(v) if v is not None else None
+
+    def _label(self, trial) -> str:
+        return trial_label(trial.config, self.sweep_keys)
+
+    def _best(self, trials) -> str:
+        cells: dict[str, list[float]] = {}
+        for t in trials:
+            v = self._latest_success(t)
+            if v is not None:
+                cells.setdefault(self._label(t), []).append(v)
+        if not cells:
+            return "best -"
+        label, vals = max(cells.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))
+        return f"best {label} {sum(vals) / len(vals):.2f} ({len(vals)} run{'s' if len(vals) > 1 else ''})"
+
+    def status_line(self, trials, event: str = "") -> str:
+        counts = {"RUNNING": 0, "TERMINATED": 0, "ERROR": 0, "PENDING": 0, "PAUSED": 0}
+        for t in trials:
+            counts[t.status] = counts.get(t.status, 0) + 1
+        elapsed = time.monotonic() - (self._t0 or time.monotonic())
+        h, rem = divmod(int(elapsed), 3600)
+        head = f"[grid {self.name} {h:02d}:{rem // 60:02d}:{rem % 60:02d}] "
+        parts = [
+            f"{counts['RUNNING']} running", f"{counts['TERMINATED']} done", f"{counts['ERROR']} failed",
+            f"{counts['PENDING'] + counts['PAUSED']} pending", self._best(trials),
+        ]
+        return head + " | ".join(parts + ([event] if event else []))
+
+    def _print(self, trials, event: str = "") -> None:
+        self._last_print = time.monotonic()
+        print(self.status_line(trials, event), flush=True)
+
+    def _who(self, trial) -> str:
+        return f"{self._label(trial)} s{trial.config.get('seed')}"
+
+    # -- Tune hooks
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._print(trials, f"{self._who(trial)} started")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if SUCCESS in result:
+            self._success[trial.trial_id] = float(result[SUCCESS])
+        if time.monotonic() - self._last_print >= self.interval_s:
+            self._print(trials)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        v = self._latest_success(trial)
+        self._print(trials, f"{self._who(trial)} done" + (f": {v:.2f}" if v is not None else ""))
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._print(trials, f"{self._who(trial)} raised; retrying from its last checkpoint")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._print(trials, f"{self._who(trial)} FAILED (see {trial.path}/error.txt)")
+
+    def on_experiment_end(self, trials, **info):
+        self._print(trials, "finished")

@@ -1,0 +1,531 @@
+"""A comparison grid, as written in YAML, parsed into a typed :class:`GridSpec` and checked before Ray starts.
+
+A spec names the task, the checkpoints, the cells (estimators x updates), the seeds, per-trial settings and
+the resources of each trial::
+
+    name: local                          # run directory: <storage>/<name>
+    env: {env_id: PickCube-v1, control_mode: pd_joint_delta_pos}
+    checkpoints:                         # paths relative to the working directory
+      start: experiments/checkpoints/pickcube/start.pt
+      expert: experiments/checkpoints/pickcube/expert.pt   # mc trials with mc_policy=expert
+      iql: runs/values/iql_tau0.7_gamma0.8.pt              # iql trials (pretrain-iql)
+      sarsa: runs/values/iql_tau0.5_gamma0.8.pt            # sarsa trials (pretrain-iql --expectile 0.5)
+      critic: runs/values/critic.pt                        # optional: initialises the GAE critic
+    estimators: [gae, mc, iql, sarsa]
+    updates: [ppo, awr, recap]
+    seeds: 2                             # a count (seeds 1..n) or a list of ints
+    shared: {gamma: 0.8}                 # FinetuneConfig fields for every trial
+    per_method:                          # FinetuneConfig fields for some trials; later keys win:
+      awr: {update_epochs: 200}          #   estimator name < update name < "estimator+update"
+      mc+awr: {awr_beta: 0.5}
+    sweep: {mc_samples: [1, 5]}          # each axis a Tune grid_search: multiplies the trials
+    budget: {num_envs: 4, num_steps: 50, num_iterations: 10}
+    eval: {num_eval_episodes: 32, eval_every: 1, eval_stochastic: true}
+    resources: {cpus_per_trial: 1, gpus_per_trial: 0, mc_worker_cpus: 2}
+    max_failures: 1                      # retries of a trial that raises
+    storage: runs/grid
+
+Every error is a :class:`SpecError` whose message starts with the key path (``per_method.mc+awr.awr_beta:``).
+``load_spec`` checks structure, names, types, value ranges and checkpoint files; ``expand_trials`` turns a
+spec into one validated :class:`FinetuneConfig` per trial; ``check_resources`` compares a trial's demand with
+what a machine or cluster offers.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import re
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import yaml
+
+from algorithms.config import FinetuneConfig
+
+
+class SpecError(ValueError):
+    """A grid spec (or a grid command's arguments) is wrong; the message is one line naming the key path."""
+
+
+# FinetuneConfig fields that the spec sets through its own sections, and the section that owns each.
+AXIS_FIELDS = {"estimator": "estimators", "update": "updates", "seed": "seeds"}
+ENV_FIELDS = {"env_id": "env.env_id", "control_mode": "env.control_mode"}
+CHECKPOINT_FIELDS = {"start": "start_checkpoint", "expert": "expert_checkpoint", "iql": "iql_checkpoint",
+                     "sarsa": "iql_checkpoint", "critic": "gae_critic_checkpoint"}
+PATH_FIELDS = ("start_checkpoint", "expert_checkpoint", "iql_checkpoint", "gae_critic_checkpoint")
+BUDGET_FIELDS = ("num_envs", "num_steps", "num_iterations")
+EVAL_FIELDS = ("num_eval_episodes", "eval_every", "eval_stochastic")
+SECTION_OF = {
+    **{f: f"budget.{f}" for f in BUDGET_FIELDS},
+    **{f: f"eval.{f}" for f in EVAL_FIELDS},
+    "start_checkpoint": "checkpoints.start", "expert_checkpoint": "checkpoints.expert",
+    "iql_checkpoint": "checkpoints.iql / checkpoints.sarsa", "gae_critic_checkpoint": "checkpoints.critic",
+}
+TOP_KEYS = ("name", "env", "checkpoints", "estimators", "updates", "seeds", "shared", "per_method", "sweep",
+            "budget", "eval", "resources", "max_failures", "storage")
+REQUIRED_KEYS = ("name", "checkpoints", "estimators", "updates")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    env_id: str = "PickCube-v1"
+    control_mode: str = "pd_joint_delta_pos"
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """Absolute paths (relative ones are resolved against the working directory when the spec is loaded)."""
+
+    start: str
+    expert: Optional[str] = None
+    iql: Optional[str] = None
+    sarsa: Optional[str] = None
+    critic: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """Per trial: one bundle ``{CPU: cpus_per_trial, GPU: gpus_per_trial}`` plus, for mc trials only,
+    ``mc_worker_cpus`` bundles of one CPU for the re-rollout workers."""
+
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    mc_worker_cpus: int = 0
+
+    def bundles(self, estimator: str) -> list[dict]:
+        head = {"CPU": self.cpus_per_trial}
+        if self.gpus_per_trial:
+            head["GPU"] = self.gpus_per_trial
+        return [head] + [{"CPU": 1.0}] * (self.mc_worker_cpus if estimator == "mc" else 0)
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    name: str
+    checkpoints: CheckpointSpec
+    estimators: tuple[str, ...]
+    updates: tuple[str, ...]
+    seeds: tuple[int, ...] = (1,)
+    env: EnvSpec = field(default_factory=EnvSpec)
+    shared: dict = field(default_factory=dict)
+    per_method: dict = field(default_factory=dict)  # key (estimator | update | "est+upd") -> {field: value}
+    sweep: dict = field(default_factory=dict)  # field -> list of values
+    budget: dict = field(default_factory=dict)  # subset of BUDGET_FIELDS -> value
+    eval: dict = field(default_factory=dict)  # subset of EVAL_FIELDS -> value
+    resources: ResourceSpec = field(default_factory=ResourceSpec)
+    max_failures: int = 1
+    storage: str = "runs/grid"  # absolute after loading
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.storage) / self.name
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["estimators"], d["updates"], d["seeds"] = list(self.estimators), list(self.updates), list(self.seeds)
+        return d
+
+    def replace(self, **changes) -> "GridSpec":
+        """A copy with top-level fields changed (``name``, ``storage``), re-validated."""
+        d = self.to_dict()
+        d.update(changes)
+        return parse_spec(d)
+
+
+# ---------------------------------------------------------------------------------------------------- YAML
+
+class _SpecLoader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string; a spec means a float.  Duplicate keys are errors."""
+
+
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _construct_mapping(loader: _SpecLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise SpecError(f"{key}: duplicate key (line {key_node.start_mark.line + 1})")
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_SpecLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"spec file {p} does not exist")
+    try:
+        data = yaml.load(p.read_text(), Loader=_SpecLoader)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise SpecError(f"spec file {p} is not valid YAML{line}: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"spec file {p} must hold a mapping of keys (name, checkpoints, estimators, ...), got {type(data).__name__}")
+    return data
+
+
+def load_spec(path: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> GridSpec:
+    """Parse and validate a YAML spec file.  Relative paths in it resolve against ``base_dir`` (default: cwd)."""
+    return parse_spec(read_yaml(path), base_dir=base_dir)
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+_HINTS = typing.get_type_hints(FinetuneConfig)
+_FIELDS = set(FinetuneConfig.field_names())
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) is typing.Union:
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return f"{_type_name(inner[0])} or null"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(tp, value, path: str):
+    """``value`` as type ``tp`` (int->float widening only), else SpecError naming the expected type."""
+    if typing.get_origin(tp) is typing.Union:
+        if value is None:
+            return None
+        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
+        try:
+            return _coerce(inner, value, path)
+        except SpecError:
+            raise SpecError(f"{path}: expected {_type_name(tp)}, got {value!r}") from None
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(tp)
+    if not ok:
+        raise SpecError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if tp is float:
+        value = float(value)
+        if not math.isfinite(value):
+            raise SpecError(f"{path}: expected a finite number, got {value!r}")
+    return value
+
+
+def _mapping(value, path: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SpecError(f"{path}: expected a mapping, got {value!r}")
+    return value
+
+
+def _unknown(d: dict, allowed: Iterable[str], path: str) -> None:
+    allowed = list(allowed)
+    for k in d:
+        if k not in allowed:
+            where = f"{path}.{k}" if path else str(k)
+            raise SpecError(f"{where}: unknown key; allowed keys: {', '.join(allowed)}")
+
+
+def _names(value, path: str, known: Iterable[str], what: str) -> tuple[str, ...]:
+    known = list(known)
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{path}: expected a non-empty list of {what} names ({', '.join(known)}), got {value!r}")
+    for i, v in enumerate(value):
+        if v not in known:
+            raise SpecError(f"{path}[{i}]: unknown {what} {v!r}; choose from {', '.join(known)}")
+    if len(set(value)) != len(value):
+        raise SpecError(f"{path}: lists a name twice: {value}")
+    return tuple(value)
+
+
+def _field_value(name: str, value, path: str, base_dir: Path):
+    """Check one FinetuneConfig field value: type, then its range (FinetuneConfig's own rules), then files."""
+    value = _coerce(_HINTS[name], value, path)
+    if name in PATH_FIELDS and value is not None:
+        value = _checkpoint_path(value, path, base_dir)
+    try:
+        FinetuneConfig(**{name: value})
+    except ValueError as e:
+        raise SpecError(f"{path}: {e}") from None
+    if name == "backend":
+        from envs.backend import BACKENDS
+
+        if value not in BACKENDS:
+            raise SpecError(f"{path}: unknown backend {value!r}; choose one of {', '.join(BACKENDS)}")
+    if name == "device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise SpecError(f"{path}: device must be auto, cpu or cuda[:N], got {value!r}")
+    return value
+
+
+def _checkpoint_path(value: str, path: str, base_dir: Path) -> str:
+    p = Path(os.path.expanduser(value))
+    p = p if p.is_absolute() else base_dir / p
+    if not p.is_file():
+        raise SpecError(f"{path}: checkpoint file {value} does not exist" + ("" if Path(value).is_absolute() else f" (looked in {base_dir})"))
+    return str(p.resolve())
+
+
+def _overrides(d, path: str, base_dir: Path, forbidden: dict) -> dict:
+    """A mapping of FinetuneConfig fields -> checked values; ``forbidden`` maps field -> where it belongs."""
+    d = _mapping(d, path)
+    out = {}
+    for k, v in d.items():
+        if k not in _FIELDS:
+            raise SpecError(f"{path}.{k}: unknown FinetuneConfig field (see algorithms/config.py)")
+        if k in forbidden:
+            raise SpecError(f"{path}.{k}: set it with {forbidden[k]}, not here")
+        out[k] = _field_value(k, v, f"{path}.{k}", base_dir)
+    return out
+
+
+def _count(value, path: str, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise SpecError(f"{path}: expected an integer, got {value!r}")
+    if value < minimum:
+        raise SpecError(f"{path}: must be >= {minimum}, got {value}")
+    return value
+
+
+def _seeds(value, path: str = "seeds") -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return tuple(range(1, _count(value, path, 1) + 1))
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{path}: expected a seed count (int >= 1) or a non-empty list of ints, got {value!r}")
+    for i, s in enumerate(value):
+        _count(s, f"{path}[{i}]", 0)
+    if len(set(value)) != len(value):
+        raise SpecError(f"{path}: lists a seed twice: {value}")
+    return tuple(value)
+
+
+def _resources(d) -> ResourceSpec:
+    d = _mapping(d, "resources")
+    _unknown(d, [f.name for f in fields(ResourceSpec)], "resources")
+    r = ResourceSpec()
+    cpus = d.get("cpus_per_trial", r.cpus_per_trial)
+    if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not cpus > 0:
+        raise SpecError(f"resources.cpus_per_trial: expected a number > 0, got {cpus!r}")
+    gpus = d.get("gpus_per_trial", r.gpus_per_trial)
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or gpus < 0:
+        raise SpecError(f"resources.gpus_per_trial: expected a number >= 0, got {gpus!r}")
+    if gpus > 1 and gpus != int(gpus):
+        raise SpecError(f"resources.gpus_per_trial: above 1 it must be a whole number of GPUs (Ray shares only a fraction of one GPU), got {gpus}")
+    mc = _count(d.get("mc_worker_cpus", r.mc_worker_cpus), "resources.mc_worker_cpus", 0)
+    return ResourceSpec(float(cpus), float(gpus), mc)
+
+
+def parse_spec(data: dict, base_dir: str | os.PathLike | None = None) -> GridSpec:
+    """Validate a spec mapping (as read from YAML) into a GridSpec; raises SpecError naming the key path."""
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    if not isinstance(data, dict):
+        raise SpecError(f"a spec must be a mapping of keys, got {type(data).__name__}")
+    _unknown(data, TOP_KEYS, "")
+    for k in REQUIRED_KEYS:
+        if k not in data:
+            raise SpecError(f"{k}: required key is missing")
+
+    name = data["name"]
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise SpecError(f"name: expected a directory name of letters, digits, '_', '.', '-', got {name!r}")
+
+    from algorithms.estimators import ESTIMATORS
+    from algorithms.updates import UPDATES
+
+    estimators = _names(data["estimators"], "estimators", ESTIMATORS, "estimator")
+    updates = _names(data["updates"], "updates", UPDATES, "update")
+    seeds = _seeds(data.get("seeds", 1))
+
+    env_d = _mapping(data.get("env"), "env")
+    _unknown(env_d, [f.name for f in fields(EnvSpec)], "env")
+    env = EnvSpec(**{k: _coerce(str, v, f"env.{k}") for k, v in env_d.items()})
+
+    ck_d = _mapping(data["checkpoints"], "checkpoints")
+    _unknown(ck_d, CHECKPOINT_FIELDS, "checkpoints")
+    if ck_d.get("start") is None:
+        raise SpecError("checkpoints.start: required (the policy every trial finetunes)")
+    ck = {k: (_checkpoint_path(_coerce(str, v, f"checkpoints.{k}"), f"checkpoints.{k}", base) if v is not None else None)
+          for k, v in ck_d.items()}
+    checkpoints = CheckpointSpec(**ck)
+
+    budget_d = _mapping(data.get("budget"), "budget")
+    _unknown(budget_d, BUDGET_FIELDS, "budget")
+    budget = {k: _field_value(k, v, f"budget.{k}", base) for k, v in budget_d.items()}
+    eval_d = _mapping(data.get("eval"), "eval")
+    _unknown(eval_d, EVAL_FIELDS, "eval")
+    eval_ = {k: _field_value(k, v, f"eval.{k}", base) for k, v in eval_d.items()}
+
+    never = {**{f: k for f, k in AXIS_FIELDS.items()}, **ENV_FIELDS}
+    shared = _overrides(data.get("shared"), "shared", base, {**never, **SECTION_OF})
+
+    per_method = {}
+    for key, d in _mapping(data.get("per_method"), "per_method").items():
+        path = f"per_method.{key}"
+        parts = str(key).split("+")
+        ok = (len(parts) == 1 and (key in ESTIMATORS or key in UPDATES)) or (
+            len(parts) == 2 and parts[0] in ESTIMATORS and parts[1] in UPDATES)
+        if not ok:
+            raise SpecError(f"{path}: unknown method; use an estimator ({', '.join(ESTIMATORS)}), an update ({', '.join(UPDATES)}) or 'estimator+update'")
+        per_method[str(key)] = _overrides(d, path, base, never)
+
+    sweep = {}
+    for k, values in _mapping(data.get("sweep"), "sweep").items():
+        path = f"sweep.{k}"
+        if k not in _FIELDS:
+            raise SpecError(f"{path}: unknown FinetuneConfig field (see algorithms/config.py)")
+        if k in never:
+            raise SpecError(f"{path}: set it with {never[k]}, not as a sweep axis")
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"{path}: expected a non-empty list of values, got {values!r}")
+        sweep[k] = [_field_value(k, v, f"{path}[{i}]", base) for i, v in enumerate(values)]
+        if len({json.dumps(v) for v in sweep[k]}) != len(sweep[k]):
+            raise SpecError(f"{path}: lists a value twice: {values}")
+        fixed = {"shared": shared, "budget": budget, "eval": eval_, **{f"per_method.{m}": d for m, d in per_method.items()}}
+        clash = [where for where, d in fixed.items() if k in d]
+        if clash:
+            raise SpecError(f"{path}: {k} is also set in {clash[0]}; a field is either swept or fixed")
+
+    max_failures = _count(data.get("max_failures", 1), "max_failures", 0)
+    storage = data.get("storage", "runs/grid")
+    if not isinstance(storage, str) or not storage:
+        raise SpecError(f"storage: expected a directory path, got {storage!r}")
+    if "://" in storage:
+        raise SpecError(f"storage: {storage} is a URI; use a filesystem path every node can reach (e.g. an NFS mount)")
+    storage = str((base / os.path.expanduser(storage)).resolve())
+
+    spec = GridSpec(
+        name=name, checkpoints=checkpoints, estimators=estimators, updates=updates, seeds=seeds, env=env,
+        shared=shared, per_method=per_method, sweep=sweep, budget=budget, eval=eval_,
+        resources=_resources(data.get("resources")), max_failures=max_failures, storage=storage,
+    )
+    _check_needed_checkpoints(spec)
+    return spec
+
+
+def _check_needed_checkpoints(spec: GridSpec) -> None:
+    for est in ("iql", "sarsa"):
+        if est in spec.estimators and getattr(spec.checkpoints, est) is None:
+            expectile = "0.5" if est == "sarsa" else "<iql_expectile>"
+            raise SpecError(f"checkpoints.{est}: required by the {est} trials (make one with `python -m orchestrator pretrain-iql --expectile {expectile}`)")
+
+
+# ------------------------------------------------------------------------------------------------ expansion
+
+def cell_overrides(spec: GridSpec, estimator: str, update: str) -> dict:
+    """Every FinetuneConfig field a trial of this cell sets, before sweep axes and seed (later sources win):
+    env, checkpoints, budget, eval, shared, per_method[estimator], per_method[update], per_method[est+upd]."""
+    ck = spec.checkpoints
+    cfg: dict[str, Any] = {"estimator": estimator, "update": update, **asdict(spec.env), "start_checkpoint": ck.start}
+    if ck.expert is not None:
+        cfg["expert_checkpoint"] = ck.expert
+    if estimator in ("iql", "sarsa"):
+        cfg["iql_checkpoint"] = getattr(ck, estimator)
+    if estimator == "gae" and ck.critic is not None:
+        cfg["gae_critic_checkpoint"] = ck.critic
+    cfg.update(spec.budget)
+    cfg.update(spec.eval)
+    cfg.update(spec.shared)
+    explicit = set(spec.shared)
+    for key in (estimator, update, f"{estimator}+{update}"):
+        cfg.update(spec.per_method.get(key, {}))
+        explicit |= set(spec.per_method.get(key, {}))
+    # the reserved re-rollout bundles are the MC worker slots, unless a spec says otherwise
+    if estimator == "mc" and spec.resources.mc_worker_cpus and "mc_workers" not in explicit | set(spec.sweep):
+        cfg["mc_workers"] = spec.resources.mc_worker_cpus
+    return cfg
+
+
+def sweep_points(spec: GridSpec) -> list[dict]:
+    """One dict per point of the sweep grid (``[{}]`` without a sweep)."""
+    keys = list(spec.sweep)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(spec.sweep[k] for k in keys))]
+
+
+def trial_label(cfg: dict, sweep_keys: Iterable[str] = ()) -> str:
+    """``mc+awr`` plus swept values, e.g. ``mc+awr mc_samples=5``; the cell a trial belongs to (seed excluded)."""
+    parts = [f"{cfg['estimator']}+{cfg['update']}"] + [f"{k}={_short(cfg[k])}" for k in sweep_keys]
+    return " ".join(parts)
+
+
+def _short(v) -> str:
+    if isinstance(v, str) and os.sep in v:
+        return Path(v).stem
+    return str(v)
+
+
+def expand_trials(spec: GridSpec) -> list[FinetuneConfig]:
+    """estimator x update x sweep point x seed -> one FinetuneConfig each, every one validated (files included).
+
+    Raises SpecError naming the trial (``trial mc+awr seed 2: ...``)."""
+    from algorithms.checkpoint import CheckpointError
+    from algorithms.finetune import validate_trial_inputs
+
+    configs, checked = [], set()
+    for est, upd in itertools.product(spec.estimators, spec.updates):
+        base = cell_overrides(spec, est, upd)
+        for point in sweep_points(spec):
+            for seed in spec.seeds:
+                d = {**base, **point, "seed": seed}
+                where = f"trial {trial_label(d, spec.sweep)} seed {seed}"
+                try:
+                    cfg = FinetuneConfig(**d)
+                except ValueError as e:
+                    raise SpecError(f"{where}: {e}") from None
+                if (cfg.device.startswith("cuda") or cfg.backend == "gpu") and spec.resources.gpus_per_trial == 0:
+                    raise SpecError(f"{where}: device={cfg.device}, backend={cfg.backend} needs a GPU, but resources.gpus_per_trial is 0 (Ray hides GPUs from trials that reserve none)")
+                files = tuple((k, d.get(k)) for k in PATH_FIELDS) + (
+                    est, cfg.mc_policy, cfg.quality_every > 0, cfg.iql_expectile, cfg.gamma, cfg.env_id, cfg.control_mode)
+                if files not in checked:
+                    try:
+                        validate_trial_inputs(cfg)
+                    except (CheckpointError, ValueError) as e:
+                        raise SpecError(f"{where}: {e}") from None
+                    checked.add(files)
+                configs.append(cfg)
+    return configs
+
+
+# ------------------------------------------------------------------------------------------------ resources
+
+def check_resources(spec: GridSpec, cpus: float, gpus: float, where: str) -> None:
+    """SpecError if one trial asks for more than ``where`` (``this machine``, ``the cluster``) offers."""
+    r = spec.resources
+    mc = r.mc_worker_cpus if "mc" in spec.estimators else 0
+    need = r.cpus_per_trial + mc
+    if need > cpus:
+        parts = f"{r.cpus_per_trial:g} (cpus_per_trial)" + (f" + {mc} (mc_worker_cpus)" if mc else "")
+        raise SpecError(f"resources: a trial needs {parts} = {need:g} CPUs, but {where} has {cpus:g}")
+    if r.gpus_per_trial > 0 and gpus <= 0:
+        raise SpecError(f"resources.gpus_per_trial: {r.gpus_per_trial:g} GPUs per trial requested, but {where} has no GPU; set it to 0")
+    if r.gpus_per_trial > gpus:
+        raise SpecError(f"resources.gpus_per_trial: {r.gpus_per_trial:g} GPUs per trial requested, but {where} has {gpus:g}")
+
+
+def local_machine_resources() -> tuple[float, float]:
+    """(CPUs, GPUs) of this machine, as a local Ray cluster would count them (CUDA_VISIBLE_DEVICES respected)."""
+    import torch
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return float(cpus), float(torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+def resolved_record(spec: GridSpec, configs: list[FinetuneConfig]) -> dict:
+    """What is saved beside the results as ``spec.resolved.json``: the validated spec and every trial's config."""
+    return {"spec": spec.to_dict(), "trials": [c.to_dict() for c in configs]}
+
+
+def spec_from_record(record: dict) -> GridSpec:
+    """The GridSpec of a saved ``spec.resolved.json`` (re-validated: its checkpoint files must still exist)."""
+    return parse_spec(record["spec"])

@@ -1,0 +1,383 @@
+"""A grid spec run as one Ray Tune experiment: launch, resume, failures, GPU shares, live progress.
+
+Layout of a run directory ``<storage>/<name>`` (Tune's experiment directory)::
+
+    spec.yaml                the spec as given (the validated, normalised spec when launched from a GridSpec)
+    spec.resolved.json       {"spec": normalised spec, "trials": [every trial's FinetuneConfig]}
+    tuner.pkl, experiment_state-*.json, basic-variant-state-*.json     Tune's state (resume)
+    <estimator>+<update>_s<seed>[_<swept>]_<trial id>/
+        result.json, progress.csv, params.json, error.txt              Tune's per-trial records
+        checkpoint_00000k/   the last few trial states Tune keeps (resume / retry points)
+        trial/               run_trial's out_dir: config.json, tb/, checkpoint/ (latest state + policy.pt)
+    analysis/                written by ``orchestrator.analysis.analyze`` after the run
+
+Each trial is the function trainable :func:`grid_trial`, which wraps the Ray-free
+:func:`algorithms.finetune.run_trial`: every iteration it reports the metrics with a Tune Checkpoint of the
+trial's checkpoint directory; a restarted trial (retry after an exception, or a resumed experiment) gets the
+latest one from ``ray.tune.get_checkpoint()`` and continues from it.  Trials reserve
+``PlacementGroupFactory([{CPU: c, GPU: g}] + [{CPU: 1}] * mc_worker_cpus)`` (the extra bundles for mc
+trials only).  Finished trials are never rerun on resume; errored ones are resumed from their last checkpoint.
+"""
+from __future__ import annotations
+
+import functools
+import gc
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import yaml
+
+from algorithms.config import FinetuneConfig
+from orchestrator.spec import (
+    GridSpec, ResourceSpec, SpecError, cell_overrides, check_resources, expand_trials, load_spec,
+    local_machine_resources, resolved_record, spec_from_record, trial_label,
+)
+
+SPEC_YAML = "spec.yaml"
+SPEC_JSON = "spec.resolved.json"
+TRIAL_OUT = "trial"
+KEEP_CHECKPOINTS = 3
+
+
+# ------------------------------------------------------------------------------------------ the trainable
+
+def grid_trial(config: dict, gpu_fraction: float = 0.0) -> None:
+    """Tune function trainable: one finetuning trial.  ``config`` holds every FinetuneConfig field."""
+    import torch
+    from ray import tune
+
+    from algorithms.finetune import run_trial
+
+    cfg = FinetuneConfig(**{k: config[k] for k in FinetuneConfig.field_names()})
+    out_dir = Path(tune.get_context().get_trial_dir()) / TRIAL_OUT
+    uses_gpu = gpu_fraction > 0 and torch.cuda.is_available()
+    if uses_gpu and gpu_fraction < 1:
+        # Ray's fractional GPUs are bookkeeping only: cap this process's share so co-located trials fit
+        torch.cuda.set_per_process_memory_fraction(gpu_fraction, 0)
+
+    def report(metrics: dict, checkpoint_dir: Path) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+
+    try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            run_trial(cfg, out_dir, report=report)
+        else:
+            with checkpoint.as_directory() as resume_from:
+                run_trial(cfg, out_dir, report=report, resume_from=resume_from)
+    finally:
+        if uses_gpu:
+            # memory of a finished trial is not always released before the next one starts on the GPU
+            gc.collect()
+            torch.cuda.empty_cache()
+
+
+def trial_resources(config: dict, resources: ResourceSpec):
+    from ray.tune import PlacementGroupFactory
+
+    return PlacementGroupFactory(resources.bundles(config["estimator"]))
+
+
+def build_trainable(spec: GridSpec):
+    """The trainable with this spec's GPU share and per-trial placement groups (the same on launch and resume)."""
+    from ray import tune
+
+    fn = tune.with_parameters(grid_trial, gpu_fraction=spec.resources.gpus_per_trial)
+    return tune.with_resources(fn, functools.partial(trial_resources, resources=spec.resources))
+
+
+# ------------------------------------------------------------------------------------------ search space
+
+def _cell_value(config: dict, table: dict, field: str):
+    """A field whose value depends on the cell: Tune resolves it from the trial's config after the grid axes."""
+    return table[(config["estimator"], config["update"])]
+
+
+def param_space(spec: GridSpec) -> dict:
+    """Flat FinetuneConfig space: estimator, update, seed and each sweep axis a ``grid_search``; per-cell values
+    (per_method overrides) resolved from the cell; everything else a constant.  Trials = ``expand_trials``."""
+    from ray import tune
+
+    defaults = FinetuneConfig().to_dict()
+    cells = {(e, u): cell_overrides(spec, e, u) for e in spec.estimators for u in spec.updates}
+    space: dict = {
+        "estimator": tune.grid_search(list(spec.estimators)),
+        "update": tune.grid_search(list(spec.updates)),
+        "seed": tune.grid_search(list(spec.seeds)),
+    }
+    for k, values in spec.sweep.items():
+        space[k] = tune.grid_search(list(values))
+    for k in FinetuneConfig.field_names():
+        if k in space:
+            continue
+        table = {cell: d.get(k, defaults[k]) for cell, d in cells.items()}
+        distinct = {json.dumps(v) for v in table.values()}
+        if len(distinct) == 1:
+            space[k] = next(iter(table.values()))
+        else:
+            space[k] = tune.sample_from(functools.partial(_cell_value, table=table, field=k))
+    return space
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+=-]+")
+
+
+def trial_dirname(trial, sweep_keys: tuple = ()) -> str:
+    """``mc+awr_s2_mc_samples=5_<trial id>``: readable, unique, and ends with Tune's trial id."""
+    c = trial.config
+    parts = [f"{c['estimator']}+{c['update']}", f"s{c['seed']}"]
+    parts += [_UNSAFE.sub("-", f"{k}={Path(str(c[k])).stem if os.sep in str(c[k]) else c[k]}") for k in sweep_keys]
+    return "_".join(parts + [trial.trial_id])[:200]
+
+
+def trial_name(trial, sweep_keys: tuple = ()) -> str:
+    return f"{trial_label(trial.config, sweep_keys)} s{trial.config['seed']}"
+
+
+# ------------------------------------------------------------------------------------------ launch / resume
+
+@dataclass
+class GridOutcome:
+    run_dir: Path
+    results: object  # ray.tune.ResultGrid
+    num_trials: int
+    num_finished: int
+    num_failed: int
+    report: Optional[Path] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.num_failed == 0 and self.num_finished == self.num_trials
+
+
+def _canonical(obj):
+    return json.loads(json.dumps(obj))
+
+
+def _first_difference(saved: list[dict], new: list[dict]) -> str:
+    if len(saved) != len(new):
+        return f"{len(saved)} trials then, {len(new)} now"
+    for i, (a, b) in enumerate(zip(saved, new)):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return f"trial {i} ({b.get('estimator')}+{b.get('update')} seed {b.get('seed')}): {k} was {a.get(k)!r}, now {b.get(k)!r}"
+    return "?"
+
+
+def _read_record(run_dir: Path) -> dict:
+    p = run_dir / SPEC_JSON
+    if not p.is_file():
+        raise SpecError(f"{run_dir} is not a grid run directory (no {SPEC_JSON})")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise SpecError(f"{p} is corrupt ({e})") from None
+
+
+def _has_trials(run_dir: Path) -> bool:
+    return any(p.is_dir() and (p / "params.json").exists() for p in run_dir.iterdir())
+
+
+def _connect(address: Optional[str]) -> bool:
+    """Start (or join) Ray; returns whether this call initialised it (and so must shut it down)."""
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+    else:
+        ray.init(address=address, logging_level=logging.WARNING)
+    return True
+
+
+def _check_cluster(spec: GridSpec) -> None:
+    import ray
+
+    total = ray.cluster_resources()
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    check_resources(spec, total.get("CPU", 0.0), total.get("GPU", 0.0), "the Ray cluster")
+    biggest_cpu = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    if spec.resources.cpus_per_trial > biggest_cpu:
+        raise SpecError(f"resources.cpus_per_trial: {spec.resources.cpus_per_trial:g} CPUs must fit on one node; the largest Ray node has {biggest_cpu:g}")
+
+
+def _local_run(address: Optional[str]) -> bool:
+    import ray
+
+    return address is None and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized()
+
+
+def _run_config(spec: GridSpec, run_dir: Path):
+    from ray import tune
+
+    return tune.RunConfig(
+        name=run_dir.name,
+        storage_path=str(run_dir.parent),
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures, fail_fast=False),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+        callbacks=[_progress(spec, run_dir.name)],
+        verbose=0,  # GridProgress prints the status instead of Tune's full table
+    )
+
+
+def _progress(spec: GridSpec, name: str):
+    from orchestrator.grid_progress import GridProgress
+
+    return GridProgress(name, tuple(spec.sweep))
+
+
+def _finish(run_dir: Path, results, analyze: bool) -> GridOutcome:
+    outcome = GridOutcome(run_dir, results, len(results), results.num_terminated, results.num_errors)
+    if analyze:
+        outcome.report = run_analysis(run_dir)
+    return outcome
+
+
+def run_analysis(run_dir: Path) -> Optional[Path]:
+    """``orchestrator.analysis.analyze(run_dir)`` when that module is there; returns the report path."""
+    import importlib.util
+
+    if importlib.util.find_spec("orchestrator.analysis") is None:
+        return None
+    from orchestrator.analysis import analyze
+
+    return Path(analyze(run_dir).report)
+
+
+def launch(
+    spec: Union[GridSpec, str, os.PathLike],
+    storage: Optional[str] = None,
+    name: Optional[str] = None,
+    address: Optional[str] = None,
+    resume: bool = False,
+    analyze: bool = True,
+) -> GridOutcome:
+    """Run (or with ``resume`` continue) the grid of ``spec`` (a GridSpec or a YAML path) on Ray Tune.
+
+    Everything is validated first (spec, every trial config, checkpoint files, resources, the run directory):
+    bad input raises SpecError before Ray starts and before anything is written.  ``storage``/``name``
+    override the spec's; ``address`` joins a running cluster (else a local Ray starts, or RAY_ADDRESS is used).
+    ``resume``: continue ``<storage>/<name>`` if it exists (the spec must be the one it was started with),
+    start it otherwise.
+    """
+    spec_text = None
+    if not isinstance(spec, GridSpec):
+        spec_text = Path(spec).read_text() if Path(spec).is_file() else None
+        spec = load_spec(spec)
+    changes = {k: v for k, v in (("storage", storage), ("name", name)) if v is not None}
+    if changes:
+        spec = spec.replace(**changes)
+    configs = expand_trials(spec)
+    record = _canonical(resolved_record(spec, configs))
+    run_dir = spec.run_dir
+
+    restore = False
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not resume:
+            raise SpecError(f"run directory {run_dir} already exists; pass --resume to continue it, or choose another --name")
+        saved = _read_record(run_dir)
+        if saved.get("trials") != record["trials"]:
+            raise SpecError(f"--resume: the spec differs from the one {run_dir} was started with ({_first_difference(saved.get('trials', []), record['trials'])}); use another --name for a new grid")
+        from ray.tune import Tuner
+
+        restore = Tuner.can_restore(str(run_dir))
+        if not restore and _has_trials(run_dir):
+            raise SpecError(f"{run_dir} holds trials but no Tune state (tuner.pkl) to restore them from")
+    elif run_dir.exists() and not run_dir.is_dir():
+        raise SpecError(f"run directory {run_dir} exists and is not a directory")
+
+    local = _local_run(address)
+    if local:
+        check_resources(spec, *local_machine_resources(), "this machine")
+    started = _connect(address)
+    try:
+        if not local:
+            _check_cluster(spec)
+        if restore:
+            return _restore(run_dir, spec, analyze)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / SPEC_YAML).write_text(spec_text if spec_text is not None else yaml.safe_dump(record["spec"], sort_keys=False))
+        (run_dir / SPEC_JSON).write_text(json.dumps(record, indent=1))
+        return _fit(spec, run_dir, configs, analyze)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def _fit(spec: GridSpec, run_dir: Path, configs: list, analyze: bool) -> GridOutcome:
+    from ray import tune
+
+    sweep_keys = tuple(spec.sweep)
+    tuner = tune.Tuner(
+        build_trainable(spec),
+        param_space=param_space(spec),
+        tune_config=tune.TuneConfig(
+            num_samples=1,
+            reuse_actors=False,
+            trial_name_creator=functools.partial(trial_name, sweep_keys=sweep_keys),
+            trial_dirname_creator=functools.partial(trial_dirname, sweep_keys=sweep_keys),
+        ),
+        run_config=_run_config(spec, run_dir),
+    )
+    results = tuner.fit()
+    if len(results) != len(configs):
+        raise RuntimeError(f"Tune generated {len(results)} trials, the spec expands to {len(configs)}")
+    return _finish(run_dir, results, analyze)
+
+
+def _restore(run_dir: Path, spec: GridSpec, analyze: bool) -> GridOutcome:
+    from ray.tune import Tuner
+
+    tuner = Tuner.restore(str(run_dir), trainable=build_trainable(spec), resume_errored=True)
+    return _finish(run_dir, tuner.fit(), analyze)
+
+
+def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None, analyze: bool = True) -> GridOutcome:
+    """Continue the grid in ``run_dir`` (which may have been moved since): finished trials are kept, unfinished
+    and errored ones continue from their last checkpoint."""
+    from ray.tune import Tuner
+
+    run_dir = Path(run_dir).resolve()
+    if not run_dir.is_dir():
+        raise SpecError(f"run directory {run_dir} does not exist")
+    record = _read_record(run_dir)
+    spec = spec_from_record(record)
+    if not Tuner.can_restore(str(run_dir)):
+        raise SpecError(f"{run_dir} has no Tune state to restore (tuner.pkl is missing): the grid never started; launch it with `grid SPEC --resume`")
+    local = _local_run(address)
+    if local:
+        check_resources(spec, *local_machine_resources(), "this machine")
+    started = _connect(address)
+    try:
+        if not local:
+            _check_cluster(spec)
+        return _restore(run_dir, spec, analyze)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def describe(outcome: GridOutcome) -> str:
+    """A few lines for the terminal: counts, the failed trials, where the report is."""
+    lines = [f"grid {outcome.run_dir}: {outcome.num_finished}/{outcome.num_trials} trials finished, {outcome.num_failed} failed"]
+    for r in outcome.results:
+        if r.error is not None:
+            msg = [m for m in str(r.error).strip().splitlines() if m.strip()]
+            lines.append(f"  failed: {Path(r.path).name}: {msg[-1] if msg else type(r.error).__name__}")
+    unfinished = outcome.num_trials - outcome.num_finished - outcome.num_failed
+    if unfinished:
+        lines.append(f"{unfinished} trials unfinished: continue with `python -m orchestrator resume {outcome.run_dir}`")
+    if outcome.report is not None:
+        lines.append(f"report: {outcome.report}")
+    return "\n".join(lines)

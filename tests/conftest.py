@@ -1,0 +1,63 @@
+"""Shared fixtures: a throwaway policy checkpoint, the shipped policies, and a CLI runner.
+
+Everything here is real: checkpoints are written with the project's own format, the CLI runs as a
+subprocess (``python -m orchestrator``) in the repository root.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = REPO_ROOT / "experiments" / "checkpoints" / "pickcube"
+
+# PickCube-v1, obs_mode="state", pd_joint_delta_pos (SPEC.md)
+PICKCUBE_OBS_DIM = 42
+PICKCUBE_ACT_DIM = 8
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def policy_checkpoint(tmp_path_factory) -> Path:
+    """An untrained PickCube-v1 policy (fixed init seed) saved in the project's checkpoint format."""
+    from algorithms.agent import Agent
+    from algorithms.checkpoint import save_policy
+
+    torch.manual_seed(0)
+    agent = Agent(PICKCUBE_OBS_DIM, PICKCUBE_ACT_DIM)
+    path = tmp_path_factory.mktemp("policy") / "untrained.pt"
+    save_policy(path, agent, env_id="PickCube-v1", control_mode="pd_joint_delta_pos",
+                config={"note": "untrained test policy"}, metrics={"success_det": 0.0})
+    return path
+
+
+@pytest.fixture(scope="session")
+def expert_checkpoint() -> Path:
+    """The shipped expert pi* (deterministic success >= 95%): a policy that really grasps the cube."""
+    path = SHIPPED / "expert.pt"
+    if not path.is_file():
+        pytest.skip(f"shipped expert policy {path} is not there yet")
+    return path
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """``run_cli(*args, timeout=...)`` runs ``python -m orchestrator *args`` in the repo root, no stdin."""
+
+    def run(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        return subprocess.run(
+            [sys.executable, "-m", "orchestrator", *map(str, args)],
+            cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+        )
+
+    return run

@@ -1,0 +1,256 @@
+"""orchestrator.analysis on a real (tiny) Ray Tune experiment.
+
+The trainable reports made-up but realistic rows (the analysis is under test, not the simulator):
+2 estimators x 2 update rules x 3 seeds, iterations 0..4, evaluations at 0, 2 and 4, and one trial that
+raises at iteration 3.  Success at an evaluation is ``0.5 + gain(cell) * it / 4 + 0.02 * (seed - 2)``, so
+every summary number below can be worked out by hand.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from orchestrator.analysis import NotAnExperimentError, analyze, load_experiment, load_results, summarize
+
+GAINS = {"gae+ppo": 0.2, "gae+awr": 0.3, "mc+ppo": 0.3, "mc+awr": 0.45}
+BATCH = 400  # finetuning env steps per iteration
+MC_COST = 11  # simulator steps per env step with MC re-rollouts
+
+
+def _make_trainable():
+    """The trainable, built in a function: Ray then ships it to the workers by value (the test module is not
+    importable there)."""
+
+    def trainable(config):
+        from ray import tune
+
+        est, upd, seed = config["estimator"], config["update"], config["seed"]
+        gain = {"gae+ppo": 0.2, "gae+awr": 0.3, "mc+ppo": 0.3, "mc+awr": 0.45}[f"{est}+{upd}"]
+        for it in range(5):
+            if (est, upd, seed) == ("gae", "awr", 3) and it == 3:
+                raise RuntimeError("simulated divergence: NaN in policy loss")
+            row = {"iteration": it, "charts/env_steps": 400 * it, "charts/sim_steps": 400 * it * (11 if est == "mc" else 1),
+                   "time/total": 2.0 * it}
+            if it > 0:
+                row.update({"time/rollout": 0.5, "time/estimate": 0.9 if est == "mc" else 0.1, "time/update": 0.3,
+                            "charts/advantage_mean": 0.01 * it, "charts/advantage_std": 1.0, "charts/pos_ratio": 0.5,
+                            "losses/policy_loss": -0.1 * it})
+            if it % 2 == 0:
+                row["eval/success_rate"] = 0.5 + gain * it / 4 + 0.02 * (seed - 2)
+                row["eval/success_rate_stochastic"] = row["eval/success_rate"] - 0.1
+                if it > 0:
+                    row["quality/spearman"] = 0.99 if est == "mc" else 0.9
+            tune.report(row)
+
+    return trainable
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    ray = pytest.importorskip("ray")
+    from ray import tune
+
+    from algorithms.config import FinetuneConfig
+
+    # A realistic param_space: every flat FinetuneConfig field at its default, the grid on top.
+    base = {f.name: f.default for f in fields(FinetuneConfig) if f.default is not MISSING}
+    space = {**base, "estimator": tune.grid_search(["gae", "mc"]), "update": tune.grid_search(["ppo", "awr"]),
+             "seed": tune.grid_search([1, 2, 3])}
+    storage = tmp_path_factory.mktemp("tune")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        # reuse_actors: one worker process runs trial after trial, which halves the wall time on 2 CPUs.
+        tuner = tune.Tuner(_make_trainable(), param_space=space, tune_config=tune.TuneConfig(reuse_actors=True), run_config=tune.RunConfig(
+            name="grid", storage_path=str(storage), verbose=0, failure_config=tune.FailureConfig(max_failures=0)))
+        grid = tuner.fit()
+        assert len(grid.errors) == 1
+    finally:
+        ray.shutdown()
+    return storage / "grid"
+
+
+def _success(cell: str, seed: int, it: int) -> float:
+    return 0.5 + GAINS[cell] * it / 4 + 0.02 * (seed - 2)
+
+
+def test_frame_is_one_row_per_trial_and_iteration(run_dir):
+    exp = load_experiment(run_dir)
+    frame = exp.results
+    assert len(exp.trials) == 12
+    assert exp.trials["status"].value_counts().to_dict() == {"TERMINATED": 11, "ERROR": 1}
+    assert len(frame) == 11 * 5 + 3  # the failed trial reported iterations 0..2
+    assert not frame.duplicated(["trial_id", "iteration"]).any()
+    for col in ("trial_id", "status", "error", "config/estimator", "config/update", "config/seed", "config/awr_beta",
+                "iteration", "eval/success_rate", "charts/env_steps", "charts/sim_steps", "quality/spearman"):
+        assert col in frame.columns, col
+    assert "hostname" not in frame.columns and "config" not in frame.columns  # Ray bookkeeping dropped
+    failed = frame[frame["status"] == "ERROR"]
+    assert set(failed["config/estimator"] + "+" + failed["config/update"]) == {"gae+awr"}
+    assert set(failed["config/seed"]) == {3} and sorted(failed["iteration"]) == [0, 1, 2]
+    assert set(failed["error"]) == {"RuntimeError: simulated divergence: NaN in policy loss"}
+    assert set(frame.loc[frame["status"] == "TERMINATED", "error"]) == {""}
+    row = frame[(frame["config/estimator"] == "mc") & (frame["config/update"] == "awr") & (frame["config/seed"] == 1)
+                & (frame["iteration"] == 4)].iloc[0]
+    assert row["eval/success_rate"] == pytest.approx(_success("mc+awr", 1, 4))
+    assert row["charts/sim_steps"] == 4 * BATCH * MC_COST
+    assert len(load_results(run_dir)) == len(frame)
+
+
+def test_summary_hand_checked(run_dir):
+    s = summarize(load_results(run_dir), target=0.9, reps=2000)
+    assert s.cell_columns == ["config/estimator", "config/update"]  # constant config fields are not cells
+    assert s.table["cell"].tolist() == ["gae+awr", "gae+ppo", "mc+awr", "mc+ppo"]
+    t = s.table.set_index("cell")
+
+    mc = t.loc["mc+awr"]  # seeds 1..3: start .48/.50/.52, it 2: .705/.725/.745, final .93/.95/.97
+    assert (mc["runs"], mc["finished"], mc["failed"], mc["n"]) == (3, 3, 0, 3)
+    assert mc["start_iqm"] == pytest.approx(0.50)
+    assert mc["final_iqm"] == pytest.approx(0.95)  # 3 runs: IQM trims nothing
+    assert mc["peak_iqm"] == pytest.approx(0.95)
+    assert mc["final_low"] >= 0.93 - 1e-9 and mc["final_high"] <= 0.97 + 1e-9 and mc["final_low"] < 0.95 < mc["final_high"]
+    assert mc["auc_iqm"] == pytest.approx((0.50 + 2 * 0.725 + 0.95) / 4)  # trapezoid over 0/800/1600 steps
+    assert (mc["reached"], mc["steps_to_target"]) == (3, 1600)  # 90% first met at iteration 4
+    assert mc["sim_steps"] == 1600 * MC_COST and mc["sim_per_env_step"] == MC_COST
+    assert mc["wall_s"] == pytest.approx(8.0) and mc["estimate_s"] == pytest.approx(4 * 0.9)
+
+    gae_awr = t.loc["gae+awr"]  # the seed-3 run crashed: counted, but not in the statistics
+    assert (gae_awr["runs"], gae_awr["finished"], gae_awr["failed"], gae_awr["n"]) == (3, 2, 1, 2)
+    assert gae_awr["final_iqm"] == pytest.approx((0.78 + 0.80) / 2)
+    assert (gae_awr["reached"], np.isinf(gae_awr["steps_to_target"])) == (0, True)
+
+    imp = s.improvement.set_index(["x", "y"])
+    assert imp.loc[("mc+awr", "gae+ppo"), "p"] == 1.0 and imp.loc[("gae+ppo", "mc+awr"), "p"] == 0.0
+    # mc+ppo finals .78/.80/.82 vs gae+awr .78/.80: 0.5 + (1 + 0.5) + 2 = 4 of 6 pairs.
+    assert imp.loc[("mc+ppo", "gae+awr"), "p"] == pytest.approx(4 / 6)
+    assert imp.loc[("gae+awr", "mc+ppo"), "p"] == pytest.approx(2 / 6)
+    assert len(s.improvement) == 4 * 3
+
+    q = s.quality.set_index("estimator")
+    assert q.loc["mc", "quality/spearman"] == pytest.approx(0.99) and q.loc["mc", "measurements"] == 12
+    assert q.loc["gae", "measurements"] == 11  # the crashed run measured once before failing
+
+    c = s.curves[s.curves["cell"] == "mc+awr"]
+    assert c["env_steps"].tolist() == [0, 800, 1600]
+    np.testing.assert_allclose(c["iqm"], [0.50, 0.725, 0.95])
+
+
+def _is_png(path: Path) -> bool:
+    import matplotlib.image
+
+    img = matplotlib.image.imread(path)
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+
+
+def test_analyze_writes_tables_figures_and_report(run_dir, tmp_path):
+    out = analyze(run_dir, tmp_path / "analysis", reps=1000)
+    assert len(pd.read_csv(out.results_csv)) == 58
+    assert out.results_parquet is not None and len(pd.read_parquet(out.results_parquet)) == 58
+    assert len(pd.read_csv(out.summary_csv)) == 4
+    names = sorted(p.name for p in out.figures)
+    assert names == ["compute_cost.png", "curves_by_estimator.png", "curves_by_update.png"]
+    assert all(_is_png(p) for p in out.figures)
+
+    md = out.report.read_text()
+    assert "## Summary" in md and "| cell | runs (ok/failed/unfinished) |" in md
+    mc_row = next(line for line in md.splitlines() if line.startswith("| mc+awr | 3 (3/0/0) |"))
+    assert "| 95.0 [" in mc_row and "| 1,600 |" in mc_row
+    assert "| gae+awr | 3 (2/1/0) | 2 |" in md
+    assert "P(row > column)" in md and "1.00 [1.00, 1.00]" in md
+    assert "| mc | 12 | 6 | 0.990 |" in md  # quality table
+    failures = md.split("## Failures")[1]
+    assert "RuntimeError: simulated divergence: NaN in policy loss" in failures and "gae+awr" in failures
+    for name in names:
+        assert f"]({name})" in md
+    assert "Unfinished" not in md
+
+
+def _trial_dir(run_dir: Path, est: str, upd: str, seed: int) -> Path:
+    for d in run_dir.iterdir():
+        p = d / "params.json"
+        if p.is_file():
+            cfg = json.loads(p.read_text())
+            if (cfg["estimator"], cfg["update"], cfg["seed"]) == (est, upd, seed):
+                return d
+    raise AssertionError(f"no trial {est}+{upd} seed {seed}")
+
+
+def test_partial_interrupted_experiment(run_dir, tmp_path):
+    """What an interrupted driver leaves: a torn result.json, a trial still RUNNING in the state file, a trial
+    the state never recorded, a retried trial whose result.json repeats iterations, and a trial that never
+    started (PENDING, no directory) in a cell of its own."""
+    part = tmp_path / "grid"
+    shutil.copytree(run_dir, part)
+    cut = _trial_dir(part, "mc", "awr", 3)
+    lines = (cut / "result.json").read_text().splitlines()
+    (cut / "result.json").write_text("\n".join(lines[:3]) + "\n" + lines[3][: len(lines[3]) // 2])
+    unrecorded = _trial_dir(part, "gae", "ppo", 1)
+    retried = _trial_dir(part, "mc", "ppo", 2)
+    rows = [json.loads(line) for line in (retried / "result.json").read_text().splitlines()]
+    redo = [dict(r, **{"eval/success_rate": 0.99}) if "eval/success_rate" in r else dict(r) for r in rows[3:]]
+    (retried / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows + redo))  # restart from checkpoint at 2
+
+    state_file = sorted(part.glob("experiment_state-*.json"))[-1]
+    state = json.loads(state_file.read_text())
+    kept = []
+    for entry in state["trial_data"]:
+        trial = json.loads(entry[0])
+        if trial["relative_logdir"] == cut.name:
+            trial["status"] = "RUNNING"
+            entry = [json.dumps(trial), entry[1]]
+        if trial["relative_logdir"] != unrecorded.name:
+            kept.append(entry)
+    pending = json.loads(kept[0][0])
+    pending.update(trial_id="pend0_00099", status="PENDING", relative_logdir="never_started",
+                   config={**pending["config"], "estimator": "iql", "update": "ppo", "seed": 1})
+    state["trial_data"] = kept + [[json.dumps(pending), kept[0][1]]]
+    state_file.write_text(json.dumps(state))
+
+    exp = load_experiment(part)
+    status = exp.trials.set_index("trial_dir")["status"]
+    assert status[cut.name] == "RUNNING" and status[unrecorded.name] == "RUNNING"
+    assert status["never_started"] == "PENDING" and len(exp.trials) == 13
+    f = exp.results
+    assert sorted(f.loc[f["trial_dir"] == cut.name, "iteration"]) == [0, 1, 2]  # torn 4th line skipped
+    r = f[f["trial_dir"] == retried.name].sort_values("iteration")
+    assert r["iteration"].tolist() == [0, 1, 2, 3, 4] and r["eval/success_rate"].iloc[-1] == 0.99
+
+    out = analyze(part, tmp_path / "out", reps=500)
+    t = out.summary.table.set_index("cell")
+    assert (t.loc["mc+awr", "unfinished"], t.loc["mc+awr", "n"]) == (1, 3)
+    assert t.loc["mc+awr", "final_iqm"] == pytest.approx((0.93 + 0.95 + _success("mc+awr", 3, 2)) / 3)
+    iql = t.loc["iql+ppo"]  # listed although nothing was reported
+    assert (iql["runs"], iql["unfinished"], iql["n"]) == (1, 1, 0) and np.isnan(iql["final_iqm"])
+    md = out.report.read_text()
+    assert "| iql+ppo | 1 (0/0/1) | 0 | - | - |" in md
+    assert "## Unfinished trials" in md and md.count("| RUNNING |") == 2 and md.count("| PENDING |") == 1
+
+
+def test_bad_run_dir_is_one_clear_line(run_dir, tmp_path, capsys):
+    from orchestrator.cli import main
+
+    with pytest.raises(NotAnExperimentError, match="RUN_DIR is not a Tune experiment directory"):
+        load_results(tmp_path)
+    # The storage folder above the experiment: the message names the experiment inside.
+    with pytest.raises(NotAnExperimentError, match=r"pass .*grid"):
+        load_results(run_dir.parent)
+    with pytest.raises(SystemExit) as e:
+        main(["analyze", str(tmp_path / "missing")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: RUN_DIR is not a Tune experiment directory") and "\n" not in err
+
+
+def test_cli_prints_summary_and_report_path(run_dir, tmp_path, capsys):
+    from orchestrator.cli import main
+
+    main(["analyze", str(run_dir), "--out", str(tmp_path / "a"), "--reps", "500"])
+    out = capsys.readouterr().out
+    assert "| mc+awr | 3 (3/0/0) | 3 |" in out
+    assert "1 failed trial" in out
+    assert out.strip().splitlines()[-1] == f"report: {tmp_path / 'a' / 'report.md'}"
