@@ -9,7 +9,7 @@ and with ``save_states`` also ``states.sim`` [M, state_dim], ``states.elapsed`` 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -24,14 +24,14 @@ STATE_KEYS = ("states.sim", "states.elapsed")
 
 @dataclass
 class CollectConfig:
-    policy: str = "experiments/checkpoints/pickcube/start.pt"
-    out: str = "runs/data/dataset.pt"
+    policy: str = field(default="experiments/checkpoints/pickcube/start.pt", metadata={"help": "policy checkpoint that acts (its env id and control mode are used)"})
+    out: str = field(default="runs/data/dataset.pt", metadata={"help": "dataset file to write"})
     num_transitions: int = 10_000
     num_envs: int = 8
     seed: int = 1
-    save_states: bool = False
+    save_states: bool = field(default=False, metadata={"help": "also store the simulator state before each action"})
     backend: str = "auto"
-    deterministic: bool = False  # True: the policy mean (no exploration noise)
+    deterministic: bool = field(default=False, metadata={"help": "act with the policy mean (no exploration noise)"})
     max_episode_steps: int = 50
 
     def __post_init__(self):

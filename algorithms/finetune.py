@@ -42,9 +42,9 @@ def validate_trial_inputs(cfg: FinetuneConfig) -> None:
     if cfg.estimator == "mc" and cfg.mc_policy == "expert" or cfg.quality_every:
         load_checkpoint(cfg.expert_checkpoint, kind="policy", env_id=cfg.env_id, control_mode=cfg.control_mode)
     if cfg.estimator in ("iql", "sarsa"):
-        if not cfg.iql_checkpoint:
-            raise ValueError(f"estimator {cfg.estimator} needs --iql-checkpoint (make one with `pretrain-iql`)")
-        load_checkpoint(cfg.iql_checkpoint, kind="value", env_id=cfg.env_id)
+        from algorithms.estimators.iql import load_trial_values
+
+        load_trial_values(cfg)  # also the expectile (sarsa: 0.5) and gamma the Q/V were trained with
     if cfg.gae_critic_checkpoint:
         load_checkpoint(cfg.gae_critic_checkpoint, kind="value", env_id=cfg.env_id)
 

@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -25,11 +25,11 @@ def _positive(cfg, names) -> None:
 
 @dataclass
 class IQLPretrainConfig:
-    dataset: str = "runs/data/dataset.pt"
-    out: Optional[str] = None  # default: runs/values/iql_tau<expectile>_gamma<gamma>.pt
-    expectile: float = 0.7  # 0.5 = SARSA
-    gamma: float = 0.8
-    steps: int = 20_000
+    dataset: str = field(default="runs/data/dataset.pt", metadata={"help": "dataset file from `collect`"})
+    out: Optional[str] = field(default=None, metadata={"help": "value checkpoint to write (None: runs/values/iql_tau<expectile>_gamma<gamma>.pt)"})
+    expectile: float = field(default=0.7, metadata={"help": "tau of V's expectile regression; 0.5 = SARSA"})
+    gamma: float = field(default=0.8, metadata={"help": "discount; must equal the finetuning trial's gamma"})
+    steps: int = field(default=20_000, metadata={"help": "gradient steps (one minibatch each)"})
     lr: float = 3e-4
     batch_size: int = 256
     hidden: int = 256
@@ -54,15 +54,15 @@ class IQLPretrainConfig:
 
 @dataclass
 class CriticPretrainConfig:
-    policy: str = "experiments/checkpoints/pickcube/expert.pt"
-    out: Optional[str] = None  # default: runs/values/critic_gamma<gamma>_<reward_mode>.pt
+    policy: str = field(default="experiments/checkpoints/pickcube/expert.pt", metadata={"help": "policy whose discounted returns V is fitted to"})
+    out: Optional[str] = field(default=None, metadata={"help": "value checkpoint to write (None: runs/values/critic_gamma<gamma>_<reward_mode>.pt)"})
     gamma: float = 0.8
     reward_mode: str = "sparse"
     num_envs: int = 8
-    num_steps: int = 200  # per env; the steps of episodes still running at the end are dropped (no return yet)
+    num_steps: int = field(default=200, metadata={"help": "steps per env; steps of episodes still running at the end have no return and are dropped"})
     max_episode_steps: int = 50
-    deterministic: bool = False
-    steps: int = 5_000  # gradient steps
+    deterministic: bool = field(default=False, metadata={"help": "act with the policy mean"})
+    steps: int = field(default=5_000, metadata={"help": "gradient steps (one minibatch each)"})
     lr: float = 3e-4
     batch_size: int = 256
     seed: int = 1

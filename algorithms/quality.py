@@ -23,7 +23,6 @@ Metrics (keys of :func:`advantage_quality`), over the pairs (est_i, ref_i) where
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import numpy as np
 import torch

@@ -28,7 +28,6 @@ class EnvConfig:
     # with gamma 0.8, hovering near the goal for the shaped reward is worth more than the one success reward,
     # so a policy for which success is terminal learns to avoid succeeding.
     terminate_on_success: bool = True
-    sim_device: str = "cuda"  # only used by the gpu backend
 
     def __post_init__(self):
         if self.num_envs < 1:

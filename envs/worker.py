@@ -10,7 +10,7 @@ import traceback
 import numpy as np
 
 
-def make_single_env(env_id: str, control_mode: str, reward_mode: str, sim_backend: str = "physx_cpu", num_envs: int = 1, sim_device=None):
+def make_single_env(env_id: str, control_mode: str, reward_mode: str, sim_backend: str = "physx_cpu", num_envs: int = 1):
     """Build the (unwrapped) ManiSkill env, headless variant where the machine cannot render."""
     import gymnasium as gym
     import mani_skill.envs  # noqa: F401  (registers the stock tasks)
@@ -28,8 +28,6 @@ def make_single_env(env_id: str, control_mode: str, reward_mode: str, sim_backen
         sim_backend=sim_backend,
         render_backend="gpu" if renders else "none",
     )
-    if sim_device is not None:
-        kwargs["sim_backend"] = sim_backend
     env = gym.make(resolve_env_id(env_id, renders), **kwargs)
     return env.unwrapped
 

@@ -15,8 +15,9 @@ failed trial, else empty), ``trial_dir``, the trial config as ``config/<field>``
 Ray's bookkeeping that repeats other columns (hostname, pid, the nested config, ...) is dropped.
 
 Cells: runs are grouped by ``config/estimator`` and ``config/update`` plus every other config field that
-varies across trials (a swept ``mc_samples`` or ``awr_beta`` makes its own cells), except ``seed`` (the
-runs of a cell) and ``env_id`` (the task: the stratum of the stratified bootstrap, as in rliable).
+varies within such a pair (a swept ``mc_samples`` or ``awr_beta`` makes its own cells; a per-method value
+such as AWR's ``update_epochs`` does not), except ``seed`` (the runs of a cell) and ``env_id`` (the task:
+the stratum of the stratified bootstrap, as in rliable).
 """
 from __future__ import annotations
 
@@ -232,12 +233,17 @@ def load_results(run_dir) -> pd.DataFrame:
 
 
 def cell_columns(frame: pd.DataFrame) -> list[str]:
-    """estimator, update, then every other config column that varies across trials (seed and task excepted)."""
+    """estimator, update, then every other config column that varies *within* an (estimator, update) pair.
+
+    Within, not across: a per-method setting (``update_epochs`` 200 for AWR, 4 for PPO) is a property of
+    the pair and must not split it, while a sweep axis (``mc_samples`` 1/5/16) does.  Seed and task never do.
+    """
     cols = [c for c in CELL_PRIMARY if c in frame.columns]
     per_trial = frame.drop_duplicates("trial_id")
+    pairs = per_trial.groupby([per_trial[c].map(_value) for c in cols]) if cols else [(None, per_trial)]
     for c in frame.columns:
         if c.startswith(CONFIG_PREFIX) and c not in cols and c not in NOT_CELL:
-            if per_trial[c].astype(str).nunique() > 1:
+            if any(g[c].map(_value).nunique() > 1 for _, g in pairs):
                 cols.append(c)
     return cols
 

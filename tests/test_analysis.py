@@ -61,7 +61,9 @@ def run_dir(tmp_path_factory) -> Path:
     # A realistic param_space: every flat FinetuneConfig field at its default, the grid on top.
     base = {f.name: f.default for f in fields(FinetuneConfig) if f.default is not MISSING}
     space = {**base, "estimator": tune.grid_search(["gae", "mc"]), "update": tune.grid_search(["ppo", "awr"]),
-             "seed": tune.grid_search([1, 2, 3])}
+             "seed": tune.grid_search([1, 2, 3]),
+             # a per-method setting (as orchestrator.tune_runner resolves them): varies, but must not split cells
+             "update_epochs": tune.sample_from(lambda spec: 200 if spec.config.update == "awr" else 4)}
     storage = tmp_path_factory.mktemp("tune")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -104,7 +106,8 @@ def test_frame_is_one_row_per_trial_and_iteration(run_dir):
 
 def test_summary_hand_checked(run_dir):
     s = summarize(load_results(run_dir), target=0.9, reps=2000)
-    assert s.cell_columns == ["config/estimator", "config/update"]  # constant config fields are not cells
+    # Constant config fields, and update_epochs (fixed per update rule), are not cell columns.
+    assert s.cell_columns == ["config/estimator", "config/update"]
     assert s.table["cell"].tolist() == ["gae+awr", "gae+ppo", "mc+awr", "mc+ppo"]
     t = s.table.set_index("cell")
 
@@ -138,6 +141,16 @@ def test_summary_hand_checked(run_dir):
     c = s.curves[s.curves["cell"] == "mc+awr"]
     assert c["env_steps"].tolist() == [0, 800, 1600]
     np.testing.assert_allclose(c["iqm"], [0.50, 0.725, 0.95])
+
+
+def test_a_swept_field_splits_cells(run_dir):
+    frame = load_results(run_dir)
+    assert set(frame.loc[frame["config/update"] == "awr", "config/update_epochs"]) == {200}
+    swept = frame.assign(**{"config/awr_beta": np.where(frame["config/seed"] == 1, 0.5, 1.0)})
+    s = summarize(swept, reps=200)
+    assert s.cell_columns == ["config/estimator", "config/update", "config/awr_beta"]
+    assert s.table["cell"].tolist()[:2] == ["gae+awr awr_beta=0.5", "gae+awr awr_beta=1.0"]
+    assert s.table.set_index("cell").loc["mc+awr awr_beta=1.0", "n"] == 2
 
 
 def _is_png(path: Path) -> bool:

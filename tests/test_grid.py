@@ -249,9 +249,13 @@ def test_driver_killed_mid_grid_then_resumed(tiny_grid, policy_checkpoint, tmp_p
     log = tmp_path / "driver.log"
     proc = _cli(["grid", spec_file, "--no-analysis"], log)
 
+    def persisted(trial_dir: Path, it: int) -> bool:
+        # Tune copies each reported checkpoint into the trial directory before report() returns
+        return (trial_dir / f"checkpoint_{it:06d}").is_dir()
+
     def mid_grid():
-        rows = [reported_iterations(p) for p in run_dir.glob("*_s1_*")]
-        return rows and any(len(r) >= 1 for r in rows) and not any(len(r) == ITERATIONS + 1 for r in rows)
+        dirs = list(run_dir.glob("*_s1_*"))
+        return any(persisted(p, 1) for p in dirs) and not any(persisted(p, ITERATIONS) for p in dirs)
 
     try:
         _wait_for(mid_grid, 300, "the first reported iteration", proc, log)
@@ -261,7 +265,7 @@ def test_driver_killed_mid_grid_then_resumed(tiny_grid, policy_checkpoint, tmp_p
         if proc.poll() is None:
             proc.kill()
         _reap_group(proc)
-    unfinished = [p for p in run_dir.glob("*_s1_*") if len(reported_iterations(p)) < ITERATIONS + 1]
+    unfinished = [p for p in run_dir.glob("*_s1_*") if not persisted(p, ITERATIONS)]
     assert unfinished, "the kill came too late: every trial had finished"
 
     log2 = tmp_path / "resume.log"

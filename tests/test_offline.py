@@ -95,7 +95,7 @@ def test_pretrain_iql_and_estimator_on_maniskill_data(dataset_path, tmp_path):
                                              make_env=None, obs_dim=42, act_dim=8))
 
 
-def test_cli_pretrain_iql_sarsa_and_bad_input(dataset_path, tmp_path, capsys):
+def test_cli_pretrain_iql_sarsa_and_bad_input(dataset_path, policy_path, tmp_path, capsys):
     from orchestrator.cli import main
 
     out = tmp_path / "sarsa.pt"
@@ -103,6 +103,15 @@ def test_cli_pretrain_iql_sarsa_and_bad_input(dataset_path, tmp_path, capsys):
           "--batch-size", "16", "--hidden", "32", "--no-progress"])
     assert "SARSA" in capsys.readouterr().out
     assert load_checkpoint(out, kind="value")["config"]["expectile"] == 0.5
+    # a trial refuses the mismatch before any simulator starts
+    from algorithms.config import FinetuneConfig
+    from algorithms.finetune import validate_trial_inputs
+
+    validate_trial_inputs(FinetuneConfig(estimator="sarsa", iql_checkpoint=str(out), start_checkpoint=str(policy_path)))
+    with pytest.raises(CheckpointError, match="estimator iql needs Q/V trained with expectile 0.7"):
+        validate_trial_inputs(FinetuneConfig(estimator="iql", iql_checkpoint=str(out), start_checkpoint=str(policy_path)))
+    with pytest.raises(ValueError, match="needs --iql-checkpoint"):
+        validate_trial_inputs(FinetuneConfig(estimator="iql", start_checkpoint=str(policy_path)))
     with pytest.raises(SystemExit) as e:
         main(["pretrain-iql", "--dataset", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.pt"), "--no-progress"])
     err = capsys.readouterr().err

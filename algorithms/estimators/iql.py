@@ -7,6 +7,8 @@ learning rate and target rate they were pretrained with.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from algorithms.checkpoint import CheckpointError
@@ -14,30 +16,42 @@ from algorithms.estimators.base import AdvantageEstimator, Estimate, TrialContex
 from algorithms.rollout import Rollout
 
 
+def required_expectile(cfg, estimator: str) -> float:
+    """The expectile ``estimator`` needs its Q/V trained with: 0.5 for sarsa, ``cfg.iql_expectile`` for iql."""
+    return 0.5 if estimator == "sarsa" else float(cfg.iql_expectile)
+
+
+def load_trial_values(cfg, estimator: Optional[str] = None, obs_dim=None, act_dim=None, device="cpu"):
+    """Load ``cfg.iql_checkpoint`` for ``estimator`` ("iql" | "sarsa"; default ``cfg.estimator``) and check it fits
+    the trial (env, dims, expectile, gamma).  Returns (IQLValues, checkpoint dict); raises CheckpointError or
+    ValueError in one line.  Cheap: trials call it before any simulator starts."""
+    from algorithms.value_functions import load_iql
+
+    estimator = estimator or cfg.estimator
+    if not cfg.iql_checkpoint:
+        raise ValueError(f"estimator {estimator} needs --iql-checkpoint (make one with `pretrain-iql`)")
+    values, ckpt = load_iql(cfg.iql_checkpoint, obs_dim=obs_dim, act_dim=act_dim, env_id=cfg.env_id,
+                            control_mode=cfg.control_mode, device=device)
+    trained, want = float(ckpt["config"]["expectile"]), required_expectile(cfg, estimator)
+    if abs(trained - want) > 1e-9:
+        hint = "SARSA = pretrain-iql --expectile 0.5" if estimator == "sarsa" else f"pretrain-iql --expectile {want:g}"
+        raise CheckpointError(f"estimator {estimator} needs Q/V trained with expectile {want:g}, but {cfg.iql_checkpoint} was trained with expectile {trained:g} ({hint})")
+    if abs(float(ckpt["config"]["gamma"]) - cfg.gamma) > 1e-9:
+        raise CheckpointError(f"{cfg.iql_checkpoint} holds Q/V for gamma={ckpt['config']['gamma']}, the trial uses gamma={cfg.gamma}")
+    return values, ckpt
+
+
 class IQLEstimator(AdvantageEstimator):
     name = "iql"
 
-    def required_expectile(self) -> float:
-        return self.cfg.iql_expectile
-
     def __init__(self, ctx: TrialContext):
         super().__init__(ctx)
-        from algorithms.value_functions import IQLLearner, load_iql
+        from algorithms.value_functions import IQLLearner
 
         cfg = self.cfg
-        if not cfg.iql_checkpoint:
-            raise ValueError(f"estimator {self.name} needs --iql-checkpoint (make one with `pretrain-iql`)")
-        self.values, ckpt = load_iql(cfg.iql_checkpoint, obs_dim=ctx.obs_dim or None, act_dim=ctx.act_dim or None,
-                                     env_id=cfg.env_id, control_mode=cfg.control_mode, device=ctx.device)
-        trained = float(ckpt["config"]["expectile"])
-        want = self.required_expectile()
-        if abs(trained - want) > 1e-9:
-            hint = " (SARSA = pretrain-iql --expectile 0.5)" if self.name == "sarsa" else f" (pretrain-iql --expectile {want:g})"
-            raise CheckpointError(f"estimator {self.name} needs Q/V trained with expectile {want:g}, but {cfg.iql_checkpoint} was trained with expectile {trained:g}{hint}")
-        if abs(float(ckpt["config"]["gamma"]) - cfg.gamma) > 1e-9:
-            raise CheckpointError(f"{cfg.iql_checkpoint} holds Q/V for gamma={ckpt['config']['gamma']}, the trial uses gamma={cfg.gamma}")
+        self.values, ckpt = load_trial_values(cfg, self.name, obs_dim=ctx.obs_dim or None, act_dim=ctx.act_dim or None, device=ctx.device)
         self.values.eval()
-        self.learner = IQLLearner(self.values, trained, cfg.gamma, float(ckpt["config"].get("lr", 3e-4)),
+        self.learner = IQLLearner(self.values, float(ckpt["config"]["expectile"]), cfg.gamma, float(ckpt["config"].get("lr", 3e-4)),
                                   float(ckpt["config"].get("target_update_rate", 0.005)))
         self.gen = torch.Generator().manual_seed(cfg.seed + 7)
         self.checkpoint_sha256 = ckpt["sha256"]
@@ -87,6 +101,3 @@ class SarsaEstimator(IQLEstimator):
     """IQL with expectile 0.5: on-policy (data-policy) Q and V."""
 
     name = "sarsa"
-
-    def required_expectile(self) -> float:
-        return 0.5
