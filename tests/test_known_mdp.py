@@ -271,3 +271,54 @@ def test_sarsa_estimator_on_toy_rollout_matches_exact_advantages(toy_dataset, tm
         make_estimator("sarsa", TrialContext(cfg=FinetuneConfig(estimator="sarsa", env_id=cfg.env_id, control_mode=cfg.control_mode,
                                                                 iql_checkpoint=str(ck), gamma=0.9),
                                              device=torch.device("cpu"), make_env=chain_env_factory(cfg), obs_dim=cfg.length + 1, act_dim=1))
+
+
+# --- Monte-Carlo re-rollouts (algorithms/estimators/mc.py) against the exact values ------------------------------
+
+def _mc_estimate(cfg, agent, ro, samples, seed):
+    from algorithms.config import FinetuneConfig
+    from algorithms.estimators.base import TrialContext
+    from algorithms.estimators.mc import MCEstimator
+
+    fcfg = FinetuneConfig(estimator="mc", update="awr", mc_policy="current", mc_samples=samples, mc_workers=16, gamma=GAMMA, seed=seed)
+    est = MCEstimator(TrialContext(cfg=fcfg, device=torch.device("cpu"), make_env=chain_env_factory(cfg), obs_dim=cfg.length + 1, act_dim=1))
+    try:
+        return est.estimate(ro, agent)
+    finally:
+        est.close()
+
+
+def _exact_qv(vals, ro):
+    T, N = ro.rewards.shape
+    q = vals.q_of(ro.flat(ro.obs), ro.flat(ro.actions)).reshape(T, N).float()
+    v = vals.v_of(ro.flat(ro.obs)).reshape(T, N).float()
+    return q, v
+
+
+def test_mc_converges_to_true_q_and_v_as_samples_grow():
+    cfg = ChainConfig(num_envs=3, length=5, max_episode_steps=8, start_cell=None)
+    agent = chain_agent(cfg)
+    vals = exact_values(agent, GAMMA, cfg)
+    ro = _rollout(cfg, agent, T=8)
+    q_true, v_true = _exact_qv(vals, ro)
+    rmse = {}
+    for m in (1, 16, 256):
+        e = _mc_estimate(cfg, agent, ro, m, seed=11)
+        rmse[m] = float(torch.sqrt(((e.q - q_true) ** 2 + (e.v - v_true) ** 2).mean() / 2))
+    assert rmse[1] > rmse[16] > rmse[256], rmse
+    assert rmse[256] < 0.03, rmse  # sd of one return here is < 0.5, so 256 samples give ~0.03 at worst
+    e = _mc_estimate(cfg, agent, ro, 256, seed=12)
+    assert torch.allclose(e.advantages, e.q - e.v)
+
+
+def test_mc_single_sample_is_unbiased_over_many_draws():
+    cfg = ChainConfig(num_envs=2, length=4, max_episode_steps=6, start_cell=None)
+    agent = chain_agent(cfg)
+    vals = exact_values(agent, GAMMA, cfg)
+    ro = _rollout(cfg, agent, T=6)
+    q_true, v_true = _exact_qv(vals, ro)
+    draws = torch.stack([torch.stack([e.q, e.v]) for e in (_mc_estimate(cfg, agent, ro, 1, seed=100 + k) for k in range(300))])
+    mean, se = draws.mean(0), draws.std(0) / 300 ** 0.5
+    truth = torch.stack([q_true, v_true])
+    z = (mean - truth).abs() / se.clamp(min=1e-3)
+    assert (z < 4.5).all(), (mean - truth, se)

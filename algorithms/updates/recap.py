@@ -7,6 +7,10 @@ loss = -mean(pos_mask * w * log pi) + recap_alpha * mean(neg_mask * w * max(log 
 Guard: for a Gaussian the push-away term is unbounded below (widen the std, move the mean away).  Once an
 action's negative log-likelihood exceeds ``recap_nll_clip`` its term has no gradient, and the actor log-std
 is kept >= ``recap_min_logstd``.  ``charts/recap_guard_frac`` is the fraction of negatives the clip held.
+The clip bounds the gradient, not the motion: momentum and shared weights still move clipped actions a little.
+
+``recap_alpha = 0`` is AWR restricted to the positives (negatives ignored rather than down-weighted),
+which is the "near-ignore" of the seed's AWR row; ``update=awr`` keeps the small negative weights.
 """
 from __future__ import annotations
 
