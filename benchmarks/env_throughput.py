@@ -6,7 +6,8 @@ For each N:
           end - first start), started together behind a barrier.
   vector  ``make_vector_env`` (cpu backend: N worker processes) driven from this process, one ``Agent``
           forward (stochastic action) per step, partial auto-reset, as in rollouts.
-Both use the same steps per env.  Target: the vector env keeps >= 85% of the raw aggregate rate.
+Both use the same steps per env; each N is measured ``--repeats`` times, raw and vector interleaved, and
+the table shows medians.  Target: the vector env keeps >= 85% of the raw aggregate rate.
 
     python benchmarks/env_throughput.py --n 1 2
     python benchmarks/env_throughput.py --n 1 4 8 16 --markdown   # appends to benchmarks/RESULTS.md
@@ -17,6 +18,7 @@ import argparse
 import datetime as dt
 import multiprocessing as mp
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -106,6 +108,7 @@ def main(argv=None):
     ap.add_argument("--env-id", default="PickCube-v1")
     ap.add_argument("--control-mode", default="pd_joint_delta_pos")
     ap.add_argument("--max-episode-steps", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved raw/vector measurements per N; the table shows medians (default: 3)")
     ap.add_argument("--torch-threads", type=int, default=1, help="torch threads of the driving process (default: 1)")
     ap.add_argument("--markdown", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
@@ -116,26 +119,32 @@ def main(argv=None):
 
     torch.set_num_threads(args.torch_threads)
     machine = machine_description()
+    load = "load average before the run: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"{machine}\n{date}; {args.env_id}, {args.control_mode}, {args.steps} steps per env after {args.warmup} warm-up steps\n")
+    print(f"{machine}; {load}\n{date}; {args.env_id}, {args.control_mode}, {args.steps} steps per env after {args.warmup} warm-up steps\n")
     rows = []
     print(f"{'N':>4} {'raw steps/s':>12} {'vector steps/s':>15} {'ratio':>6}", flush=True)
     for n in args.n:
         common = (n, args.env_id, args.control_mode, args.max_episode_steps, args.steps, args.warmup)
-        raw = raw_rate(*common)
-        vec = vector_rate(*common)
+        raws, vecs = [], []
+        for _ in range(args.repeats):  # interleaved, so drifting background load hits both alike
+            raws.append(raw_rate(*common))
+            vecs.append(vector_rate(*common))
+        raw, vec = statistics.median(raws), statistics.median(vecs)
         rows.append((n, raw, vec))
         flag = "" if vec / raw >= TARGET else f"  (below the {TARGET:.0%} target)"
-        print(f"{n:>4} {raw:>12,.0f} {vec:>15,.0f} {vec / raw:>6.0%}{flag}", flush=True)
+        spread = f"  [raw {min(raws):,.0f}-{max(raws):,.0f}, vector {min(vecs):,.0f}-{max(vecs):,.0f}]" if args.repeats > 1 else ""
+        print(f"{n:>4} {raw:>12,.0f} {vec:>15,.0f} {vec / raw:>6.0%}{flag}{spread}", flush=True)
 
     if args.markdown:
         cmd = "python benchmarks/env_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
         section = (
             f"\n## env_throughput: {date}\n\n"
-            f"Machine: {machine}  \n"
+            f"Machine: {machine}; {load} (other work on the machine lowers and scatters the rates)  \n"
             f"Command: `{cmd}`  \n"
             f"{args.env_id}, {args.control_mode}, {args.steps} timed steps per env after {args.warmup} warm-up steps; "
-            f"vector env: one Agent forward per step, torch threads {args.torch_threads}. Target ratio >= {TARGET:.0%}.\n\n"
+            f"vector env: one Agent forward per step, torch threads {args.torch_threads}; median of {args.repeats} interleaved runs. "
+            f"Target ratio >= {TARGET:.0%}.\n\n"
             f"{markdown_table(rows)}\n"
         )
         path = ROOT / "benchmarks" / "RESULTS.md"
