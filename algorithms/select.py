@@ -81,7 +81,7 @@ def select_policies(cfg: SelectConfig, log=print) -> dict:
         venv.close()
     missing = [k for k in ("start", "expert") if k not in chosen]
     if missing:
-        raise RuntimeError(f"no ladder checkpoint qualifies as {' or '.join(missing)}; pretrain longer or evaluate more often")
+        raise ValueError(f"no ladder checkpoint qualifies as {' or '.join(missing)}; pretrain longer or evaluate more often")
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

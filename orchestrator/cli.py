@@ -224,9 +224,10 @@ def main(argv=None) -> None:
     # (measured 15x slower IQL steps on 2 cores).  O2O_TORCH_THREADS overrides.
     torch.set_num_threads(int(os.environ.get("O2O_TORCH_THREADS", "1")))
     from algorithms.checkpoint import CheckpointError
+    from envs.backend import BackendUnavailable
 
     try:
         ns.func(ns)
-    except (UsageError, CheckpointError, ValueError, FileNotFoundError) as e:
+    except (UsageError, CheckpointError, ValueError, FileNotFoundError, BackendUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -57,10 +57,12 @@ class GridProgress(Callback):
         label, vals = max(cells.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))
         return f"best {label} {sum(vals) / len(vals):.2f} ({len(vals)} run{'s' if len(vals) > 1 else ''})"
 
-    def status_line(self, trials, event: str = "") -> str:
+    def status_line(self, trials, event: str = "", now: Optional[tuple] = None) -> str:
+        """``now`` = (trial, status) for the trial of the event: Tune calls the hooks before updating its status."""
         counts = {"RUNNING": 0, "TERMINATED": 0, "ERROR": 0, "PENDING": 0, "PAUSED": 0}
         for t in trials:
-            counts[t.status] = counts.get(t.status, 0) + 1
+            status = now[1] if now is not None and t is now[0] else t.status
+            counts[status] = counts.get(status, 0) + 1
         elapsed = time.monotonic() - (self._t0 or time.monotonic())
         h, rem = divmod(int(elapsed), 3600)
         head = f"[grid {self.name} {h:02d}:{rem // 60:02d}:{rem % 60:02d}] "
@@ -70,16 +72,16 @@ class GridProgress(Callback):
         ]
         return head + " | ".join(parts + ([event] if event else []))
 
-    def _print(self, trials, event: str = "") -> None:
+    def _print(self, trials, event: str = "", now: Optional[tuple] = None) -> None:
         self._last_print = time.monotonic()
-        print(self.status_line(trials, event), flush=True)
+        print(self.status_line(trials, event, now), flush=True)
 
     def _who(self, trial) -> str:
         return f"{self._label(trial)} s{trial.config.get('seed')}"
 
     # -- Tune hooks
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._print(trials, f"{self._who(trial)} started")
+        self._print(trials, f"{self._who(trial)} started", (trial, "RUNNING"))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if SUCCESS in result:
@@ -89,13 +91,13 @@ class GridProgress(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         v = self._latest_success(trial)
-        self._print(trials, f"{self._who(trial)} done" + (f": {v:.2f}" if v is not None else ""))
+        self._print(trials, f"{self._who(trial)} done" + (f": {v:.2f}" if v is not None else ""), (trial, "TERMINATED"))
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._print(trials, f"{self._who(trial)} raised; retrying from its last checkpoint")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._print(trials, f"{self._who(trial)} FAILED (see {trial.path}/error.txt)")
+        self._print(trials, f"{self._who(trial)} FAILED (see {trial.path}/error.txt)", (trial, "ERROR"))
 
     def on_experiment_end(self, trials, **info):
         self._print(trials, "finished")

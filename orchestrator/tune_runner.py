@@ -25,6 +25,7 @@ import gc
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -192,8 +193,13 @@ def _connect(address: Optional[str]) -> bool:
         return False
     if address is None and not os.environ.get("RAY_ADDRESS"):
         ray.init(include_dashboard=False, logging_level=logging.WARNING)
-    else:
+        return True
+    target = address or os.environ["RAY_ADDRESS"]
+    try:
         ray.init(address=address, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+        lines = [l for l in str(e).splitlines() if l.strip()]
+        raise SpecError(f"cannot join the Ray cluster at {target}: {lines[0] if lines else type(e).__name__}") from None
     return True
 
 
@@ -236,7 +242,11 @@ def _progress(spec: GridSpec, name: str):
 def _finish(run_dir: Path, results, analyze: bool) -> GridOutcome:
     outcome = GridOutcome(run_dir, results, len(results), results.num_terminated, results.num_errors)
     if analyze:
-        outcome.report = run_analysis(run_dir)
+        try:
+            outcome.report = run_analysis(run_dir)
+        except Exception as e:  # the results are safe on disk; a broken report must not hide them
+            print(f"warning: the analysis failed ({type(e).__name__}: {e}); the results are in {run_dir}; "
+                  f"retry with `python -m orchestrator analyze {run_dir}`", file=sys.stderr, flush=True)
     return outcome
 
 
