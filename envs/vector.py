@@ -110,7 +110,9 @@ class CpuVectorEnv(VectorEnv):
         # caller's __main__, which breaks scripts and notebooks without a main guard.
         self._conns, self._procs = [], []
         args = json.dumps([config.env_id, config.control_mode, config.reward_mode, config.max_episode_steps, config.autoreset, config.terminate_on_success])
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        # one thread per worker (N workers share the cores); SAPIEN's missing-libvulkan notice is noise for state-only sims
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   PYTHONWARNINGS=",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), "ignore:Failed to find system libvulkan"])))
         for _ in range(self.num_envs):
             parent, child = socket.socketpair()
             p = subprocess.Popen(
