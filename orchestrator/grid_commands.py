@@ -58,7 +58,7 @@ def add_grid_commands(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("spec", metavar="SPEC", help="grid spec YAML (e.g. experiments/smoke.yaml)")
     sp.add_argument("--storage", default=None, help="directory holding run directories (default: the spec's storage, runs/grid)")
     sp.add_argument("--name", default=None, help="run directory name (default: the spec's name)")
-    sp.add_argument("--address", default=None, help="join a running Ray cluster (HOST:6379 or ray://HOST:10001) instead of starting a local one")
+    sp.add_argument("--address", default=None, help="join a running Ray cluster (HOST:6379 or ray://HOST:10001) instead of starting a local one; with token auth, the token comes from $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
     sp.add_argument("--resume", action="store_true", help="continue <storage>/<name> if it exists (same spec), else start it")
     sp.add_argument("--no-analysis", action="store_true", help="do not write the analysis report at the end")
     sp.set_defaults(func=_cmd_grid)

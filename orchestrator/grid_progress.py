@@ -21,6 +21,11 @@ from orchestrator.spec import trial_label
 SUCCESS = "eval/success_rate"
 
 
+def is_complete(last_result: Optional[dict], config: dict) -> bool:
+    """A trial ran to its end: it reported its last iteration (run_trial reports iterations 0..num_iterations)."""
+    return bool(last_result) and last_result.get("iteration") == config.get("num_iterations")
+
+
 class GridProgress(Callback):
     """Picklable (Tune stores it with the run config and restores it on resume): plain data only."""
 
@@ -59,9 +64,11 @@ class GridProgress(Callback):
 
     def status_line(self, trials, event: str = "", now: Optional[tuple] = None) -> str:
         """``now`` = (trial, status) for the trial of the event: Tune calls the hooks before updating its status."""
-        counts = {"RUNNING": 0, "TERMINATED": 0, "ERROR": 0, "PENDING": 0, "PAUSED": 0}
+        counts = {"RUNNING": 0, "TERMINATED": 0, "ERROR": 0, "PENDING": 0, "PAUSED": 0, "STOPPED": 0}
         for t in trials:
             status = now[1] if now is not None and t is now[0] else t.status
+            if status == "TERMINATED" and not is_complete(t.last_result, t.config):
+                status = "STOPPED"  # Tune marks trials TERMINATED when an interrupted run stops them
             counts[status] = counts.get(status, 0) + 1
         elapsed = time.monotonic() - (self._t0 or time.monotonic())
         h, rem = divmod(int(elapsed), 3600)
@@ -70,6 +77,8 @@ class GridProgress(Callback):
             f"{counts['RUNNING']} running", f"{counts['TERMINATED']} done", f"{counts['ERROR']} failed",
             f"{counts['PENDING'] + counts['PAUSED']} pending", self._best(trials),
         ]
+        if counts["STOPPED"]:
+            parts.insert(4, f"{counts['STOPPED']} stopped")
         return head + " | ".join(parts + ([event] if event else []))
 
     def _print(self, trials, event: str = "", now: Optional[tuple] = None) -> None:
@@ -100,4 +109,5 @@ class GridProgress(Callback):
         self._print(trials, f"{self._who(trial)} FAILED (see {trial.path}/error.txt)", (trial, "ERROR"))
 
     def on_experiment_end(self, trials, **info):
-        self._print(trials, "finished")
+        complete = all(t.status == "ERROR" or is_complete(t.last_result, t.config) for t in trials)
+        self._print(trials, "finished" if complete else "stopped: continue with `python -m orchestrator resume RUN_DIR`")

@@ -8,7 +8,8 @@ must lie inside it; ``--pip`` adds packages to the job's environment (otherwise 
 already have the project's dependencies).  The job runs ``python -m orchestrator grid SPEC --storage DIR
 --resume`` on the head node: submitting again after an interruption continues the same grid.  ``DIR``
 must be a path every node can reach (NFS; Ray stopped syncing results to the head node in 2.7): a relative
-storage would end up in the job's temporary working directory, so it is refused.
+storage would end up in the job's temporary working directory, so it is refused.  ``python`` in the
+entrypoint is the head node's: start Ray from the project's environment (or pass ``--pip``).
 
 Ray 2.59+ enables token authentication on clusters started where a token exists (and on ``ray.init``
 clusters); the dashboard then refuses requests without it.  The token is read from ``--token-file``,
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from orchestrator.spec import SpecError, expand_trials, load_spec, read_yaml
+from orchestrator.spec import expand_trials, load_spec, read_yaml
 
 # Not shipped with a job: environments, VCS data, results, caches, local pretraining runs, device bundles.
 EXCLUDES = [".venv", "venv", ".git", "runs", "ray_results", ".run", ".device", ".ci", ".pytest_cache",

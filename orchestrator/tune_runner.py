@@ -25,6 +25,7 @@ import gc
 import json
 import os
 import re
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +133,7 @@ def trial_dirname(trial, sweep_keys: tuple = ()) -> str:
     c = trial.config
     parts = [f"{c['estimator']}+{c['update']}", f"s{c['seed']}"]
     parts += [_UNSAFE.sub("-", f"{k}={Path(str(c[k])).stem if os.sep in str(c[k]) else c[k]}") for k in sweep_keys]
-    return "_".join(parts + [trial.trial_id])[:200]
+    return "_".join(parts)[:150] + "_" + trial.trial_id
 
 
 def trial_name(trial, sweep_keys: tuple = ()) -> str:
@@ -183,6 +184,19 @@ def _has_trials(run_dir: Path) -> bool:
     return any(p.is_dir() and (p / "params.json").exists() for p in run_dir.iterdir())
 
 
+def _check_reachable(address: str) -> None:
+    """Ray retries an unreachable cluster for minutes; fail at once, with one line, instead."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise SpecError(f"--address {address}: expected HOST:PORT (e.g. 10.0.0.1:6379) or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as e:
+        raise SpecError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
+
+
 def _connect(address: Optional[str]) -> bool:
     """Start (or join) Ray; returns whether this call initialised it (and so must shut it down)."""
     import logging
@@ -195,6 +209,7 @@ def _connect(address: Optional[str]) -> bool:
         ray.init(include_dashboard=False, logging_level=logging.WARNING)
         return True
     target = address or os.environ["RAY_ADDRESS"]
+    _check_reachable(target)
     try:
         ray.init(address=address, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
@@ -240,7 +255,12 @@ def _progress(spec: GridSpec, name: str):
 
 
 def _finish(run_dir: Path, results, analyze: bool) -> GridOutcome:
-    outcome = GridOutcome(run_dir, results, len(results), results.num_terminated, results.num_errors)
+    from orchestrator.grid_progress import is_complete
+
+    # Tune reports the trials of an interrupted run as TERMINATED too: finished = reported the last iteration
+    failed = sum(r.error is not None for r in results)
+    finished = sum(r.error is None and is_complete(r.metrics, r.config or {}) for r in results)
+    outcome = GridOutcome(run_dir, results, len(results), finished, failed)
     if analyze:
         try:
             outcome.report = run_analysis(run_dir)

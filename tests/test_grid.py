@@ -35,7 +35,7 @@ def ray_cluster():
 
 
 def tiny_spec(start: Path, storage: Path, name: str, **extra) -> dict:
-    """gae x {ppo, awr}, one seed, one env, ITERATIONS iterations, 2 deterministic eval episodes."""
+    """gae x {ppo, awr}, one seed, one env, ITERATIONS iterations, 2 deterministic eval episodes, awr_beta 0.5 for awr."""
     d = {
         "name": name,
         "checkpoints": {"start": str(start)},
@@ -43,6 +43,7 @@ def tiny_spec(start: Path, storage: Path, name: str, **extra) -> dict:
         "updates": ["ppo", "awr"],
         "seeds": 1,
         "shared": {"update_epochs": 2},
+        "per_method": {"awr": {"awr_beta": 0.5}},  # a per-cell value: Tune resolves it from the cell
         "budget": {"num_envs": 1, "num_steps": 8, "num_iterations": ITERATIONS},
         "eval": {"num_eval_episodes": 2, "eval_stochastic": False},
         "resources": {"cpus_per_trial": 1},
@@ -122,6 +123,7 @@ def test_tiny_grid_runs_every_trial(tiny_grid):
         assert [h["iteration"] for h in trial_history(d)] == list(range(ITERATIONS + 1))
         # Tune's config for the trial is the full FinetuneConfig the spec expands to
         assert {k: t["config"][k] for k in expected[cell_key(t["config"])]} == expected[cell_key(t["config"])]
+        assert t["config"]["awr_beta"] == (0.5 if t["config"]["update"] == "awr" else 1.0)
         assert dirname.startswith(f"gae+{t['config']['update']}_s1_")
         assert (d / "trial" / "checkpoint" / "policy.pt").is_file()
     # the spec is saved beside the results; analysis wrote its report
@@ -295,3 +297,27 @@ def test_driver_killed_mid_grid_then_resumed(tiny_grid, policy_checkpoint, tmp_p
             for k in ("eval/success_rate", "charts/env_steps", "losses/policy_loss"):
                 if k in ref:
                     assert h[k] == pytest.approx(ref[k], rel=1e-5, abs=1e-7), (key, h["iteration"], k)
+
+
+def test_sigint_stops_the_grid_resumably(policy_checkpoint, tmp_path):
+    """Ctrl+C (a real SIGINT to the CLI driver): Tune saves its state and stops; the command says the trials are
+    unfinished, how to resume, and exits 1."""
+    d = tiny_spec(policy_checkpoint, tmp_path / "runs", "interrupted", updates=["ppo"])
+    run_dir = tmp_path / "runs" / "interrupted"
+    log = tmp_path / "driver.log"
+    proc = _cli(["grid", write_spec(d, tmp_path / "i.yaml"), "--no-analysis"], log)
+    try:
+        _wait_for(lambda: any(run_dir.glob("*/checkpoint_000000")), 300, "the first checkpoint", proc, log)
+        os.kill(proc.pid, signal.SIGINT)
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _reap_group(proc)
+    out = log.read_text()
+    assert rc == 1, out[-3000:]
+    assert "0/1 trials finished, 0 failed" in out and f"continue with `python -m orchestrator resume {run_dir}`" in out
+    assert "1 stopped" in out
+    from ray.tune import Tuner
+
+    assert Tuner.can_restore(str(run_dir))

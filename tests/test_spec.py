@@ -249,6 +249,9 @@ def test_cli_errors_before_ray(run_cli, tmp_path, base):
     r = run_cli("grid", p, timeout=120)
     assert r.returncode == 2 and "resources: a trial needs 100000 (cpus_per_trial) = 100000 CPUs, but this machine has" in r.stderr
     assert "Started a local Ray instance" not in r.stderr + r.stdout
+    p.write_text(yaml.safe_dump(base))
+    r = run_cli("grid", p, "--address", "127.0.0.1:1", timeout=120)
+    assert r.returncode == 2 and "error: cannot reach the Ray cluster at 127.0.0.1:1" in r.stderr
     r = run_cli("resume", tmp_path / "no_such_run", timeout=120)
     assert r.returncode == 2 and "no_such_run does not exist" in r.stderr
     assert not (tmp_path / "runs").exists()
