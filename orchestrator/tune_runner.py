@@ -54,6 +54,12 @@ def grid_trial(config: dict, gpu_fraction: float = 0.0) -> None:
 
     from algorithms.finetune import run_trial
 
+    import logging
+
+    # Ray logs every persisted checkpoint at INFO: one line per trial iteration drowns the grid's status line
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    # tiny networks: extra intra-op threads only spin against the trial's env worker processes
+    torch.set_num_threads(1)
     cfg = FinetuneConfig(**{k: config[k] for k in FinetuneConfig.field_names()})
     out_dir = Path(tune.get_context().get_trial_dir()) / TRIAL_OUT
     uses_gpu = gpu_fraction > 0 and torch.cuda.is_available()
@@ -206,7 +212,9 @@ def _connect(address: Optional[str]) -> bool:
     if ray.is_initialized():
         return False
     if address is None and not os.environ.get("RAY_ADDRESS"):
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+        # SAPIEN's missing-libvulkan notice (state-only simulation needs no renderer) would repeat for every trial
+        ray.init(include_dashboard=False, logging_level=logging.WARNING,
+                 runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore:Failed to find system libvulkan"}})
         return True
     target = address or os.environ["RAY_ADDRESS"]
     _check_reachable(target)
