@@ -38,7 +38,7 @@ def validate_trial_inputs(cfg: FinetuneConfig) -> None:
     """Check files before any simulator starts; raises CheckpointError/ValueError with one line."""
     from algorithms.checkpoint import load_checkpoint
 
-    load_checkpoint(cfg.start_checkpoint, kind="policy", env_id=cfg.env_id, control_mode=cfg.control_mode)
+    start = load_checkpoint(cfg.start_checkpoint, kind="policy", env_id=cfg.env_id, control_mode=cfg.control_mode)
     if cfg.estimator == "mc" and cfg.mc_policy == "expert" or cfg.quality_every:
         load_checkpoint(cfg.expert_checkpoint, kind="policy", env_id=cfg.env_id, control_mode=cfg.control_mode)
     if cfg.estimator in ("iql", "sarsa"):
@@ -46,7 +46,12 @@ def validate_trial_inputs(cfg: FinetuneConfig) -> None:
 
         load_trial_values(cfg)  # also the expectile (sarsa: 0.5) and gamma the Q/V were trained with
     if cfg.gae_critic_checkpoint:
+        from algorithms.agent import Agent
+        from algorithms.value_functions import load_critic_into
+
+        # a V-only critic of the right size and discount (an IQL Q/V file is refused here, not after the envs start)
         load_checkpoint(cfg.gae_critic_checkpoint, kind="value", env_id=cfg.env_id)
+        load_critic_into(Agent(start["obs_dim"], start["act_dim"]), cfg.gae_critic_checkpoint, obs_dim=start["obs_dim"], gamma=cfg.gamma)
 
 
 def _rng_state(gens: dict) -> dict:

@@ -92,3 +92,11 @@ def test_killed_trial_resumes_to_the_same_final_metrics(tmp_path):
     b = torch.load(state, weights_only=False)["history"]
     assert [h["iteration"] for h in b] == [0, 1, 2, 3]
     assert _comparable(a) == _comparable(b)
+
+
+def test_iql_file_as_gae_critic_is_refused_before_any_env_starts():
+    from algorithms.checkpoint import CheckpointError
+    from algorithms.finetune import validate_trial_inputs
+
+    with pytest.raises(CheckpointError, match="not a V-only critic"):
+        validate_trial_inputs(tiny_cfg("gae", "ppo", gae_critic_checkpoint=f"{CK}/iql.pt"))
