@@ -122,13 +122,13 @@ def run_trial(
     writer = SummaryWriter(str(out / "tb"))
 
     def run_eval(metrics: dict) -> None:
+        # evaluation episodes are a measurement, not finetuning cost: they count in neither env nor sim steps
         det = evaluate(agent, venv, cfg.num_eval_episodes, cfg.eval_seed, True, device)
         metrics["eval/success_rate"] = det.success_rate
         metrics["eval/episodes"] = det.episodes
         if cfg.eval_stochastic:
             sto = evaluate(agent, venv, cfg.num_eval_episodes, cfg.eval_seed, False, device)
             metrics["eval/success_rate_stochastic"] = sto.success_rate
-        totals["sim_steps"] += 0  # evaluation is not counted as finetuning cost
 
     def emit(metrics: dict, it: int) -> None:
         for k, v in metrics.items():
