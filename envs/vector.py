@@ -84,10 +84,9 @@ class VectorEnv:
         """Restore ``state`` (rows matching ``env_ids``, or all envs). Returns the restored obs [len, obs_dim]."""
         raise NotImplementedError
 
-    @property
-    def sim_steps_per_step(self) -> int:
-        """Simulator steps one ``step`` call costs (N on gpu even for a subset)."""
-        return self.num_envs
+    def step_cost(self, num_stepped: int) -> int:
+        """Simulator steps that stepping ``num_stepped`` envs costs: the subset on cpu, the whole batch on gpu."""
+        return num_stepped
 
     def close(self) -> None:
         pass
@@ -185,10 +184,6 @@ class CpuVectorEnv(VectorEnv):
         obs = self._call(ids, "set_state", [(sim[k], int(el[k]), warmup) for k in range(len(ids))])
         return torch.from_numpy(np.stack(obs))
 
-    @property
-    def sim_steps_per_step(self):
-        return self.num_envs
-
     def close(self):
         if getattr(self, "_closed", True):
             return
@@ -230,13 +225,11 @@ class GpuVectorEnv(VectorEnv):
         self.obs_dim = self._env.observation_space.shape[-1]
         self.act_dim = self._env.action_space.shape[-1]
         self.state_dim = self._layout.dim
-        self._gen = torch.Generator().manual_seed(0)
 
     def reset(self, seed=None, seeds=None):
         if seeds is None:
             seed = 0 if seed is None else int(seed)
             seeds = [seed + i for i in range(self.num_envs)]
-        self._gen.manual_seed(int(seeds[0]))
         obs, _ = self._env.reset(seed=[int(s) for s in seeds])
         return obs.float()
 
@@ -277,6 +270,9 @@ class GpuVectorEnv(VectorEnv):
         restore_state(self._env, self._layout, full.sim, full.elapsed, None, warmup)
         obs = self._env.get_obs().float()
         return obs if env_ids is None else obs[torch.as_tensor(env_ids, device=self.device)]
+
+    def step_cost(self, num_stepped):
+        return self.num_envs  # every env of the batch steps, whatever subset was asked for
 
     def close(self):
         self._env.close()

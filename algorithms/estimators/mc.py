@@ -84,7 +84,7 @@ class RerolloutEngine:
                 slot_job[take], slot_ret[take], slot_disc[take], slot_len[take] = jobs, 0.0, 1.0, 0
                 restores += len(take)
                 if self.warmup:
-                    sim_steps += len(take) if venv.backend != "gpu" else venv.num_envs
+                    sim_steps += venv.step_cost(len(take))
             active = torch.nonzero(slot_job >= 0).flatten()
             if len(active) == 0:
                 break
@@ -95,7 +95,7 @@ class RerolloutEngine:
                 if first.any():
                     action[first.to(action.device)] = first_actions[slot_job[active][first]].to(action.device, action.dtype)
             st = venv.step(action, env_ids=active)
-            sim_steps += len(active) if venv.backend != "gpu" else venv.num_envs
+            sim_steps += venv.step_cost(len(active))
             steps += len(active)
             r = st.reward.cpu() * self.reward_scale
             slot_ret[active] += slot_disc[active] * r
