@@ -191,6 +191,9 @@ def load_experiment(run_dir) -> Experiment:
     if not state and not trial_dirs and not list(run_dir.glob("experiment_state-*.json")):
         raise _not_an_experiment(run_dir)
 
+    from orchestrator import placement
+    from orchestrator.tune_runner import TRIAL_OUT
+
     trials, frames = [], []
     for name in sorted(set(state) | trial_dirs):
         tdir = run_dir / name
@@ -212,7 +215,8 @@ def load_experiment(run_dir) -> Experiment:
         info = {"trial_id": tid, "status": status, "error": error, "trial_dir": name}
         cfg = {CONFIG_PREFIX + k: v for k, v in _flatten(config).items()}
         iters = [r["iteration"] for r in rows]
-        trials.append({**info, "reported": len(rows), "last_iteration": max(iters) if iters else np.nan, **cfg})
+        where = placement.read(tdir, TRIAL_OUT)
+        trials.append({**info, "reported": len(rows), "last_iteration": max(iters) if iters else np.nan, **cfg, **where})
         if rows:
             metrics = pd.DataFrame([_flatten({k: v for k, v in r.items() if k not in RAY_BOOKKEEPING}) for r in rows])
             frames.append(pd.concat([pd.DataFrame([{**info, **cfg}] * len(rows)), metrics], axis=1))

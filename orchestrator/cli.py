@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_eval)
-    sp = sub.add_parser("analyze", help="statistics, figures and report.md of a Tune experiment", description="Reads a (finished, running or interrupted) Ray Tune experiment directory; writes results.csv/.parquet, summary.csv, learning-curve and compute-cost figures and report.md: per cell IQM with 95%% stratified-bootstrap CIs over seeds, probability of improvement, sample efficiency, estimator quality, failures.")
+    sp = sub.add_parser("analyze", help="statistics, figures and report.md of a Tune experiment", description="Reads a (finished, running or interrupted) Ray Tune experiment directory; writes results.csv/.parquet, summary.csv, learning-curve and compute-cost figures and report.md: per cell IQM with 95% stratified-bootstrap CIs over seeds, probability of improvement, sample efficiency, estimator quality, failures.")
     sp.add_argument("run_dir", metavar="RUN_DIR", help="the Tune experiment directory (<storage_path>/<name>)")
     sp.add_argument("--out", default=None, help="output folder (default: RUN_DIR/analysis)")
     sp.add_argument("--target", type=float, default=0.9, help="success threshold for 'env steps to reach target' (default: 0.9)")

@@ -89,6 +89,20 @@ def quality_markdown(summary: "Summary") -> str:
     return markdown_table(["estimator", "measurements", "runs"] + metrics, rows)
 
 
+def placement_markdown(exp: "Experiment") -> str:
+    """Where the trials ran (their own ``placement.json`` records) and how many computed at once."""
+    from orchestrator import placement
+
+    header, rows = placement.summary_rows(exp.trials)
+    missing = placement.unplaced(exp.trials)
+    text = (f"What each trial's process saw (`trial/placement.json`). At most {placement.max_concurrent(exp.results)} "
+            "trials were computing at the same moment (from the reported iterations' time spans). Fractional GPU "
+            "shares are enforced by each trial's memory cap (`torch.cuda.set_per_process_memory_fraction`).")
+    table = markdown_table(header, rows) if rows else "_No placement records._"
+    note = f"{missing} trial(s) have no record (never started)." if missing and rows else ""
+    return "\n\n".join(p for p in (text, table, note) if p)
+
+
 def _trial_rows(exp: "Experiment", summary: "Summary", statuses: set[str], negate: bool = False) -> list[list]:
     from orchestrator.analysis import SEED, cell_label
 
@@ -146,6 +160,7 @@ def write_report(exp: "Experiment", summary: "Summary", figures: Sequence[Path],
     if "compute_cost.png" in fig:
         parts.append("![compute cost](compute_cost.png)")
     parts += ["## Estimator quality", "Mean of each `quality/*` metric over every measured iteration and run.", quality_markdown(summary)]
+    parts += ["## Placement", placement_markdown(exp)]
     parts += ["## Failures", markdown_table(header, failures) if failures else "_None._"]
     if unfinished:
         parts += ["## Unfinished trials", "Running, pending, or cut off by an interrupted experiment: their numbers are provisional.",

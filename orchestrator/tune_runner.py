@@ -8,7 +8,8 @@ Layout of a run directory ``<storage>/<name>`` (Tune's experiment directory)::
     <estimator>+<update>_s<seed>[_<swept>]_<trial id>/
         result.json, progress.csv, params.json, error.txt              Tune's per-trial records
         checkpoint_00000k/   the last few trial states Tune keeps (resume / retry points)
-        trial/               run_trial's out_dir: config.json, tb/, checkpoint/ (latest state + policy.pt)
+        trial/               run_trial's out_dir: config.json, tb/, checkpoint/ (latest state + policy.pt),
+                             placement.json (host, device, CUDA_VISIBLE_DEVICES, GPU memory cap and peak)
     analysis/                written by ``orchestrator.analysis.analyze`` after the run
 
 Each trial is the function trainable :func:`grid_trial`, which wraps the Ray-free
@@ -52,7 +53,8 @@ def grid_trial(config: dict, gpu_fraction: float = 0.0) -> None:
     import torch
     from ray import tune
 
-    from algorithms.finetune import run_trial
+    from algorithms.finetune import resolve_device, run_trial
+    from orchestrator import placement
 
     import logging
 
@@ -70,6 +72,9 @@ def grid_trial(config: dict, gpu_fraction: float = 0.0) -> None:
     def report(metrics: dict, checkpoint_dir: Path) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
+    device = resolve_device(cfg.device)
+    where = out_dir / placement.PLACEMENT_FILE
+    record = placement.record_start(where, device, gpu_fraction)
     try:
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
@@ -77,6 +82,7 @@ def grid_trial(config: dict, gpu_fraction: float = 0.0) -> None:
         else:
             with checkpoint.as_directory() as resume_from:
                 run_trial(cfg, out_dir, report=report, resume_from=resume_from)
+        placement.record_end(where, record, device)
     finally:
         if uses_gpu:
             # memory of a finished trial is not always released before the next one starts on the GPU

@@ -1,4 +1,5 @@
 """The shipped smoke grid end to end, as a user runs it: every estimator x update cell through real Ray Tune, then analyze."""
+import json
 import subprocess
 import sys
 
@@ -23,3 +24,8 @@ def test_smoke_grid_runs_all_twelve_cells_and_analyzes(tmp_path):
     report = (tmp_path / "analysis" / "report.md").read_text()
     assert "## Summary" in report and "mc+awr" in report
     assert (tmp_path / "analysis" / "curves_by_update.png").stat().st_size > 1000
+    # every trial recorded where it ran: smoke.yaml asks for no GPU, so Ray hides the GPUs and torch computes on the CPU
+    records = [json.loads(p.read_text()) for p in run_dir.glob("*/trial/placement.json")]
+    assert len(records) == 12 and {r["device"] for r in records} == {"cpu"}
+    assert all(r["ray_gpu_ids"] == [] and r["memory_cap_mib"] is None for r in records)
+    assert "## Placement" in report and "| cpu |" in report
