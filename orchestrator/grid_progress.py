@@ -23,7 +23,9 @@ SUCCESS = "eval/success_rate"
 
 def is_complete(last_result: Optional[dict], config: dict) -> bool:
     """A trial ran to its end: it reported its last iteration (run_trial reports iterations 0..num_iterations)."""
-    return bool(last_result) and last_result.get("iteration") == config.get("num_iterations")
+    # a trial that never started can come back with bookkeeping-only metrics and no config: None == None is no end
+    it, last = (last_result or {}).get("iteration"), config.get("num_iterations")
+    return it is not None and it == last
 
 
 class GridProgress(Callback):

@@ -301,8 +301,11 @@ def test_driver_killed_mid_grid_then_resumed(tiny_grid, policy_checkpoint, tmp_p
 
 def test_sigint_stops_the_grid_resumably(policy_checkpoint, tmp_path):
     """Ctrl+C (a real SIGINT to the CLI driver): Tune saves its state and stops; the command says the trials are
-    unfinished, how to resume, and exits 1."""
-    d = tiny_spec(policy_checkpoint, tmp_path / "runs", "interrupted", updates=["ppo"])
+    unfinished (the running one and the two still pending: never-started trials are not "finished"), how to
+    resume, and exits 1."""
+    # each trial takes every CPU: one runs, two wait
+    d = tiny_spec(policy_checkpoint, tmp_path / "runs", "interrupted", updates=["ppo"], seeds=3,
+                  resources={"cpus_per_trial": os.cpu_count()})
     run_dir = tmp_path / "runs" / "interrupted"
     log = tmp_path / "driver.log"
     proc = _cli(["grid", write_spec(d, tmp_path / "i.yaml"), "--no-analysis"], log)
@@ -316,8 +319,8 @@ def test_sigint_stops_the_grid_resumably(policy_checkpoint, tmp_path):
         _reap_group(proc)
     out = log.read_text()
     assert rc == 1, out[-3000:]
-    assert "0/1 trials finished, 0 failed" in out and f"continue with `python -m orchestrator resume {run_dir}`" in out
-    assert "1 stopped" in out
+    assert "0/3 trials finished, 0 failed" in out and f"continue with `python -m orchestrator resume {run_dir}`" in out
+    assert "3 trials unfinished" in out and "3 stopped" in out
     from ray.tune import Tuner
 
     assert Tuner.can_restore(str(run_dir))
