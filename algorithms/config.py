@@ -11,6 +11,13 @@ from typing import Optional
 MC_POLICIES = ("expert", "current")
 
 
+def require_at_least(cfg, names, low: int) -> None:
+    """Each named field of a config dataclass must be >= ``low``; one ValueError line naming the first that is not."""
+    for name in names:
+        if getattr(cfg, name) < low:
+            raise ValueError(f"{name} must be >= {low}, got {getattr(cfg, name)}")
+
+
 @dataclass
 class FinetuneConfig:
     # what to finetune
@@ -89,13 +96,9 @@ class FinetuneConfig:
             raise ValueError(f"unknown update rule {self.update!r}; choose one of {', '.join(UPDATES)}")
         if self.mc_policy not in MC_POLICIES:
             raise ValueError(f"unknown mc_policy {self.mc_policy!r}; choose one of {', '.join(MC_POLICIES)}")
-        for name in ("num_envs", "num_steps", "num_iterations", "eval_every", "num_eval_episodes", "minibatch_size",
-                     "update_epochs", "mc_samples", "mc_workers", "quality_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("gae_critic_epochs", "iql_online_updates", "quality_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        require_at_least(self, ("num_envs", "num_steps", "num_iterations", "eval_every", "num_eval_episodes", "minibatch_size",
+                                "update_epochs", "mc_samples", "mc_workers", "quality_samples"), 1)
+        require_at_least(self, ("gae_critic_epochs", "iql_online_updates", "quality_every"), 0)
         if not 0 < self.gamma <= 1:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
         if not 0 <= self.gae_lambda <= 1:

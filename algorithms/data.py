@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from algorithms.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from algorithms.config import require_at_least
 from algorithms.rollout import Rollout
 
 DATASET_KEYS = ("obs", "actions", "logprobs", "rewards", "next_obs", "terminated", "truncated")
@@ -35,9 +36,7 @@ class CollectConfig:
     max_episode_steps: int = 50
 
     def __post_init__(self):
-        for name in ("num_transitions", "num_envs", "max_episode_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_at_least(self, ("num_transitions", "num_envs", "max_episode_steps"), 1)
 
 
 def rollout_transitions(rollout: Rollout, limit: Optional[int] = None) -> dict:

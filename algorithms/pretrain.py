@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from algorithms.agent import Agent
 from algorithms.checkpoint import atomic_torch_save, save_policy
+from algorithms.config import require_at_least
 from algorithms.estimators.gae import gae
 from algorithms.evaluate import evaluate
 from algorithms.rollout import collect_rollout
@@ -63,9 +64,7 @@ class PretrainConfig:
     out_dir: str = "runs/pretrain"
 
     def __post_init__(self):
-        for name in ("num_envs", "num_steps", "total_timesteps", "update_epochs", "num_minibatches", "eval_every", "eval_episodes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_at_least(self, ("num_envs", "num_steps", "total_timesteps", "update_epochs", "num_minibatches", "eval_every", "eval_episodes"), 1)
         if (self.num_envs * self.num_steps) % self.num_minibatches:
             raise ValueError("num_envs * num_steps must be divisible by num_minibatches")
 

@@ -14,13 +14,8 @@ from typing import Optional
 
 import torch
 
+from algorithms.config import require_at_least
 from envs.config import REWARD_MODES
-
-
-def _positive(cfg, names) -> None:
-    for name in names:
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
 
 
 @dataclass
@@ -47,7 +42,7 @@ class IQLPretrainConfig:
             raise ValueError(f"target_update_rate must be in (0, 1], got {self.target_update_rate}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        _positive(self, ("steps", "batch_size", "hidden"))
+        require_at_least(self, ("steps", "batch_size", "hidden"), 1)
         if self.out is None:
             self.out = f"runs/values/iql_tau{self.expectile:g}_gamma{self.gamma:g}.pt"
 
@@ -76,7 +71,7 @@ class CriticPretrainConfig:
             raise ValueError(f"unknown reward_mode {self.reward_mode!r}; choose one of {', '.join(REWARD_MODES)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        _positive(self, ("num_envs", "num_steps", "max_episode_steps", "steps", "batch_size"))
+        require_at_least(self, ("num_envs", "num_steps", "max_episode_steps", "steps", "batch_size"), 1)
         if self.out is None:
             self.out = f"runs/values/critic_gamma{self.gamma:g}_{self.reward_mode}.pt"
 

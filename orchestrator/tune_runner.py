@@ -21,6 +21,7 @@ trials only).  Finished trials are never rerun on resume; errored ones are resum
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import json
@@ -337,6 +338,19 @@ def launch(
     elif run_dir.exists() and not run_dir.is_dir():
         raise SpecError(f"run directory {run_dir} exists and is not a directory")
 
+    with _on_cluster(spec, address):
+        if restore:
+            return _restore(run_dir, spec, analyze)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / SPEC_YAML).write_text(spec_text if spec_text is not None else yaml.safe_dump(record["spec"], sort_keys=False))
+        (run_dir / SPEC_JSON).write_text(json.dumps(record, indent=1))
+        return _fit(spec, run_dir, configs, analyze)
+
+
+@contextlib.contextmanager
+def _on_cluster(spec: GridSpec, address: Optional[str]):
+    """Check the spec's resources against the machine (local) or the cluster (joined), with Ray started for the
+    block and shut down after it if this call started it."""
     local = _local_run(address)
     if local:
         check_resources(spec, *local_machine_resources(), "this machine")
@@ -344,12 +358,7 @@ def launch(
     try:
         if not local:
             _check_cluster(spec)
-        if restore:
-            return _restore(run_dir, spec, analyze)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / SPEC_YAML).write_text(spec_text if spec_text is not None else yaml.safe_dump(record["spec"], sort_keys=False))
-        (run_dir / SPEC_JSON).write_text(json.dumps(record, indent=1))
-        return _fit(spec, run_dir, configs, analyze)
+        yield
     finally:
         if started:
             import ray
@@ -397,19 +406,8 @@ def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None, anal
     spec = spec_from_record(record)
     if not Tuner.can_restore(str(run_dir)):
         raise SpecError(f"{run_dir} has no Tune state to restore (tuner.pkl is missing): the grid never started; launch it with `grid SPEC --resume`")
-    local = _local_run(address)
-    if local:
-        check_resources(spec, *local_machine_resources(), "this machine")
-    started = _connect(address)
-    try:
-        if not local:
-            _check_cluster(spec)
+    with _on_cluster(spec, address):
         return _restore(run_dir, spec, analyze)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
 
 
 def describe(outcome: GridOutcome) -> str:

@@ -2,8 +2,9 @@
 # One time-limited call of the reference grid on the lent 16-core + 1 GPU machine, resumed across calls.
 # Usage: reference_grid.sh SECONDS [SPEC]   (default SPEC: experiments/reference-subset.yaml)
 # The grid runs under `timeout -s INT` (Tune saves its state on Ctrl+C), is analysed as it stands, and comes
-# back in $OUT: report.md, the PNGs and CSVs, and run.tgz, the run directory without the checkpoints of
-# finished trials (unfinished ones keep their newest), so a fresh machine can resume it: unpack under runs/grid.
+# back in $OUT: report.md, the PNGs and CSVs, and run.tgz.part*, the run directory without the checkpoints of
+# finished trials, split in 15 MiB parts ($OUT's per-file limit), so a fresh machine can resume it:
+#   cat run.tgz.part* | tar xzf - -C runs/grid
 set -uo pipefail
 SECS=${1:-480}; SPEC=${2:-experiments/reference-subset.yaml}
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PYTHONWARNINGS="ignore::UserWarning"
@@ -13,7 +14,7 @@ nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
 timeout -s INT -k 90 "$SECS" python3 -m orchestrator grid "$SPEC" --resume --no-analysis
 echo "grid exited $?"
 python3 -m orchestrator analyze "$RUN" || echo "analyze exited $?"
-cp "$RUN"/analysis/report.md "$RUN"/analysis/*.png "$RUN"/analysis/summary.csv "$RUN"/analysis/runs.csv "$OUT"/ 2>/dev/null
+cp "$RUN"/analysis/report.md "$RUN"/analysis/*.png "$RUN"/analysis/summary.csv "$OUT"/ 2>/dev/null  # at most 8 files come back
 python3 - "$RUN" <<'PY'
 import os, sys, tarfile
 from orchestrator.analysis import load_experiment
@@ -23,15 +24,15 @@ finished = set(trials.loc[trials["status"] == "TERMINATED", "trial_dir"])
 print(trials["status"].value_counts().to_string())
 
 def keep(info):
+    # Unfinished trials keep every checkpoint Tune kept: its saved state may name an older one than the newest
+    # on disk, and it deletes old ones by name as new ones come (keeping only the newest broke a resume).
     parts = info.name.split("/")
     if len(parts) > 2 and parts[1] in finished and (parts[2].startswith("checkpoint_") or parts[2:4] == ["trial", "checkpoint"]):
         return None
-    if len(parts) > 2 and parts[2].startswith("checkpoint_"):
-        newest = sorted(p for p in os.listdir(os.path.join(run, parts[1])) if p.startswith("checkpoint_"))[-1]
-        return info if parts[2] == newest else None
     return info
 
 with tarfile.open(os.path.join(os.environ["OUT"], "run.tgz"), "w:gz") as t:
     t.add(run, arcname=os.path.basename(run), filter=keep)
 print("run.tgz", os.path.getsize(os.path.join(os.environ["OUT"], "run.tgz")) // 2**20, "MiB")
 PY
+(cd "$OUT" && split -b 15M run.tgz run.tgz.part && rm run.tgz)
