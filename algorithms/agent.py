@@ -42,18 +42,31 @@ class Agent(nn.Module):
         """obs [B, obs_dim] -> V(s) [B]."""
         return self.critic(obs).squeeze(-1)
 
-    def dist(self, obs: torch.Tensor) -> Normal:
+    def _mean_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """obs [B, obs_dim] -> (mean, std), both [B, act_dim]."""
         mean = self.actor_mean(obs)
-        return Normal(mean, self.actor_logstd.expand_as(mean).exp())
+        return mean, self.actor_logstd.expand_as(mean).exp()
+
+    def dist(self, obs: torch.Tensor) -> Normal:
+        return Normal(*self._mean_std(obs))
+
+    @staticmethod
+    def _sample(mean: torch.Tensor, std: torch.Tensor, deterministic: bool, generator: torch.Generator | None) -> torch.Tensor:
+        if deterministic:
+            return mean
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + std * noise
 
     def act(self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
         """obs [B, obs_dim] -> action [B, act_dim] (the mean when deterministic)."""
-        mean = self.actor_mean(obs)
-        if deterministic:
-            return mean
-        std = self.actor_logstd.expand_as(mean).exp()
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return mean + std * noise
+        # no Normal built: this is the per-step call of evaluation and MC re-rollouts
+        return self._sample(*self._mean_std(obs), deterministic, generator)
+
+    def act_and_log_prob(self, obs: torch.Tensor, deterministic: bool = False, generator: torch.Generator | None = None):
+        """obs [B, obs_dim] -> (action [B, act_dim], log pi(action | obs) [B]) from one actor forward."""
+        mean, std = self._mean_std(obs)
+        action = self._sample(mean, std, deterministic, generator)
+        return action, Normal(mean, std).log_prob(action).sum(-1)
 
     def log_prob(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """log pi(a|s) summed over action dims: [B]."""

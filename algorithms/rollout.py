@@ -71,12 +71,7 @@ def collect_rollout(
             s = venv.get_state()
             sims.append(s.sim.cpu())
             elapsed.append(s.elapsed.cpu())
-        dist = agent.dist(obs)
-        if deterministic:
-            action = dist.mean
-        else:
-            action = dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=generator, device=device)
-        logprob = dist.log_prob(action).sum(-1)
+        action, logprob = agent.act_and_log_prob(obs, deterministic=deterministic, generator=generator)
         value = agent.get_value(obs)
         step = venv.step(action)
         buf["obs"].append(obs)
