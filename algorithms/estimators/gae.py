@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import torch
 
+from algorithms.estimators.base import AdvantageEstimator, Estimate, TrialContext
+from algorithms.rollout import Rollout
+from algorithms.updates.base import shuffled_minibatches
+
 
 def gae(
     rewards: torch.Tensor,
@@ -26,12 +30,6 @@ def gae(
         last = delta + gamma * lam * notdone[t] * last
         adv[t] = last
     return adv, adv + values
-
-
-
-
-from algorithms.estimators.base import AdvantageEstimator, Estimate, TrialContext
-from algorithms.rollout import Rollout
 
 
 class GAEEstimator(AdvantageEstimator):
@@ -63,7 +61,7 @@ class GAEEstimator(AdvantageEstimator):
 
             agent.critic = mlp(self.ctx.obs_dim, 1, out_std=1.0).to(self.ctx.device)
         self._optimizer = torch.optim.Adam(agent.critic.parameters(), lr=self.cfg.gae_critic_lr, eps=self.cfg.adam_eps)
-        if getattr(self, "_pending_state", None):
+        if self._pending_state:
             self._optimizer.load_state_dict(self._pending_state)
             self._pending_state = None
 
@@ -83,9 +81,7 @@ class GAEEstimator(AdvantageEstimator):
         gen = torch.Generator().manual_seed(int(targets.numel()) + self.cfg.seed)
         losses = []
         for _ in range(self.cfg.gae_critic_epochs):
-            perm = torch.randperm(obs.shape[0], generator=gen)
-            for s in range(0, obs.shape[0], self.cfg.minibatch_size):
-                idx = perm[s : s + self.cfg.minibatch_size]
+            for idx in shuffled_minibatches(obs.shape[0], self.cfg.minibatch_size, gen):
                 loss = self.cfg.gae_value_coef * ((agent.get_value(obs[idx]) - targets[idx]) ** 2).mean()
                 self._optimizer.zero_grad()
                 loss.backward()

@@ -23,6 +23,13 @@ class UpdateBatch:
         return self.obs.shape[0]
 
 
+def shuffled_minibatches(n: int, size: int, generator: torch.Generator):
+    """Index tensors covering ``range(n)`` once in a random order, ``size`` each (the last may be smaller)."""
+    perm = torch.randperm(n, generator=generator)
+    for start in range(0, n, size):
+        yield perm[start : start + size]
+
+
 def actor_parameters(agent) -> list:
     return list(agent.actor_mean.parameters()) + [agent.actor_logstd]
 
@@ -41,9 +48,7 @@ class UpdateRule:
 
     def minibatches(self, n: int):
         """Shuffled index tensors of ``cfg.minibatch_size`` (last one may be smaller)."""
-        perm = torch.randperm(n, generator=self.gen)
-        for start in range(0, n, self.cfg.minibatch_size):
-            yield perm[start : start + self.cfg.minibatch_size]
+        return shuffled_minibatches(n, self.cfg.minibatch_size, self.gen)
 
     def step(self, agent, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad()
