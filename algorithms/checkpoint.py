@@ -172,6 +172,21 @@ def load_policy(path, device="cpu", **expect):
     return agent.to(device), ckpt
 
 
+def policy_task(ckpt: dict, label: str, hint: str, env_id: Optional[str] = None) -> tuple[str, str]:
+    """(env_id, control_mode) of the task a loaded policy checkpoint acts on; ``env_id`` overrides the recorded one.
+    A bare state_dict records neither: CheckpointError "<label> records no env id (a bare state_dict): <hint>"."""
+    env_id = env_id or ckpt["env_id"]
+    if env_id is None:
+        raise CheckpointError(f"{label} records no env id (a bare state_dict): {hint}")
+    return env_id, ckpt["control_mode"] or "pd_joint_delta_pos"
+
+
+def check_policy_fits(ckpt: dict, label: str, env_id: str, venv) -> None:
+    """CheckpointError unless the vector env's observation and action sizes are the policy's."""
+    if venv.obs_dim != ckpt["obs_dim"] or venv.act_dim != ckpt["act_dim"]:
+        raise CheckpointError(f"{label} has obs/act dims {ckpt['obs_dim']}/{ckpt['act_dim']}, {env_id} has {venv.obs_dim}/{venv.act_dim}")
+
+
 def save_policy(path, agent, *, env_id: str, control_mode: str, config=None, metrics=None, extra=None) -> str:
     return save_checkpoint(
         path, agent.state_dict(), kind="policy", obs_dim=agent.obs_dim, act_dim=agent.act_dim,

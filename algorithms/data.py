@@ -111,25 +111,23 @@ def collect_dataset(cfg: CollectConfig, progress: bool = False) -> str:
     (``num_envs`` envs, auto-reset, seeds ``seed * 1_000_003 + i``) and write ``cfg.out``; returns its sha256."""
     from tqdm import tqdm
 
-    from algorithms.checkpoint import load_policy
+    from algorithms.checkpoint import check_policy_fits, load_policy, policy_task
     from algorithms.rollout import collect_rollout
     from envs.config import EnvConfig
     from envs.vector import make_vector_env
 
     # checked before any simulator starts
     agent, pck = load_policy(cfg.policy)
-    if pck["env_id"] is None:
-        raise CheckpointError(f"policy {cfg.policy} records no env id (a bare state_dict): save it with save_policy first")
-    control_mode = pck["control_mode"] or "pd_joint_delta_pos"
+    label = f"policy {cfg.policy}"
+    env_id, control_mode = policy_task(pck, label, "save it with save_policy first")
     agent.eval()
-    env_cfg = EnvConfig(pck["env_id"], cfg.num_envs, control_mode, "sparse", max_episode_steps=cfg.max_episode_steps, backend=cfg.backend)
+    env_cfg = EnvConfig(env_id, cfg.num_envs, control_mode, "sparse", max_episode_steps=cfg.max_episode_steps, backend=cfg.backend)
     steps = math.ceil(cfg.num_transitions / cfg.num_envs)
     chunk = 25  # rollout pieces, so the progress bar moves; the env keeps running between pieces
     gen = torch.Generator().manual_seed(cfg.seed)
     parts = []
     with make_vector_env(env_cfg) as venv, tqdm(total=steps * cfg.num_envs, desc="collect", unit="tr", disable=not progress) as bar:
-        if venv.obs_dim != pck["obs_dim"] or venv.act_dim != pck["act_dim"]:
-            raise CheckpointError(f"policy {cfg.policy} has obs/act dims {pck['obs_dim']}/{pck['act_dim']}, {pck['env_id']} has {venv.obs_dim}/{venv.act_dim}")
+        check_policy_fits(pck, label, env_id, venv)
         obs = venv.reset(seed=cfg.seed * 1_000_003)
         done = 0
         while done < steps:
@@ -151,4 +149,4 @@ def collect_dataset(cfg: CollectConfig, progress: bool = False) -> str:
         "mean_reward": float(t["rewards"].mean()),
     }
     config = dict(asdict(cfg), backend=backend, reward_mode="sparse", policy_sha256=pck["sha256"])
-    return save_dataset(cfg.out, t, env_id=pck["env_id"], control_mode=control_mode, config=config, metrics=metrics)
+    return save_dataset(cfg.out, t, env_id=env_id, control_mode=control_mode, config=config, metrics=metrics)

@@ -119,7 +119,7 @@ def pretrain_critic(cfg: CriticPretrainConfig, progress: bool = False) -> Path:
     from tqdm import tqdm
 
     from algorithms.agent import mlp
-    from algorithms.checkpoint import CheckpointError, load_policy
+    from algorithms.checkpoint import check_policy_fits, load_policy, policy_task
     from algorithms.returns import discounted_returns
     from algorithms.rollout import collect_rollout
     from algorithms.value_functions import save_critic
@@ -127,15 +127,13 @@ def pretrain_critic(cfg: CriticPretrainConfig, progress: bool = False) -> Path:
     from envs.vector import make_vector_env
 
     policy, pck = load_policy(cfg.policy)  # checked before any simulator starts
-    if pck["env_id"] is None:
-        raise CheckpointError(f"policy {cfg.policy} records no env id (a bare state_dict): save it with save_policy first")
-    control_mode = pck["control_mode"] or "pd_joint_delta_pos"
+    label = f"policy {cfg.policy}"
+    env_id, control_mode = policy_task(pck, label, "save it with save_policy first")
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
-    env_cfg = EnvConfig(pck["env_id"], cfg.num_envs, control_mode, cfg.reward_mode, max_episode_steps=cfg.max_episode_steps, backend=cfg.backend)
+    env_cfg = EnvConfig(env_id, cfg.num_envs, control_mode, cfg.reward_mode, max_episode_steps=cfg.max_episode_steps, backend=cfg.backend)
     with make_vector_env(env_cfg) as venv:
-        if venv.obs_dim != pck["obs_dim"] or venv.act_dim != pck["act_dim"]:
-            raise CheckpointError(f"policy {cfg.policy} has obs/act dims {pck['obs_dim']}/{pck['act_dim']}, {pck['env_id']} has {venv.obs_dim}/{venv.act_dim}")
+        check_policy_fits(pck, label, env_id, venv)
         obs0 = venv.reset(seed=cfg.seed * 1_000_003)
         ro = collect_rollout(policy, venv, obs0, cfg.num_steps, torch.device("cpu"), deterministic=cfg.deterministic,
                              generator=torch.Generator().manual_seed(cfg.seed))
@@ -169,6 +167,6 @@ def pretrain_critic(cfg: CriticPretrainConfig, progress: bool = False) -> Path:
         "successes": int(ro.success.sum()),
     }
     config = dict(asdict(cfg), policy_sha256=pck["sha256"])
-    save_critic(cfg.out, critic, obs_dim=pck["obs_dim"], act_dim=pck["act_dim"], env_id=pck["env_id"],
+    save_critic(cfg.out, critic, obs_dim=pck["obs_dim"], act_dim=pck["act_dim"], env_id=env_id,
                 control_mode=control_mode, config=config, metrics=metrics)
     return Path(cfg.out)

@@ -11,10 +11,6 @@ import sys
 from orchestrator.cli_args import add_dataclass_args, dataclass_from_args
 
 
-class UsageError(Exception):
-    """Bad input, reported as one line before any work starts."""
-
-
 def _cmd_pretrain(ns):
     from algorithms.pretrain import PretrainConfig, pretrain
 
@@ -32,21 +28,17 @@ def _cmd_select(ns):
 
 
 def _cmd_eval(ns):
-    from algorithms.checkpoint import load_policy
+    from algorithms.checkpoint import check_policy_fits, load_policy, policy_task
     from algorithms.evaluate import evaluate
     from envs.config import EnvConfig
     from envs.vector import make_vector_env
     from tqdm import tqdm
 
     agent, ck = load_policy(ns.checkpoint)
-    env_id = ns.env_id or ck["env_id"]
-    control_mode = ck["control_mode"] or "pd_joint_delta_pos"
-    if env_id is None:
-        raise UsageError(f"{ns.checkpoint} records no env id (a bare state_dict): pass --env-id")
+    env_id, control_mode = policy_task(ck, str(ns.checkpoint), "pass --env-id", env_id=ns.env_id)
     results = {}
     with make_vector_env(EnvConfig(env_id, ns.num_envs, control_mode, "sparse", backend=ns.backend)) as venv:
-        if venv.obs_dim != ck["obs_dim"] or venv.act_dim != ck["act_dim"]:
-            raise UsageError(f"{ns.checkpoint} has obs/act dims {ck['obs_dim']}/{ck['act_dim']}, {env_id} has {venv.obs_dim}/{venv.act_dim}")
+        check_policy_fits(ck, str(ns.checkpoint), env_id, venv)
         modes = [True, False] if ns.stochastic else [True]
         with tqdm(total=ns.episodes * len(modes), desc="eval", unit="ep", disable=ns.no_progress) as bar:
             for det in modes:
@@ -228,6 +220,6 @@ def main(argv=None) -> None:
 
     try:
         ns.func(ns)
-    except (UsageError, CheckpointError, ValueError, FileNotFoundError, BackendUnavailable) as e:
+    except (CheckpointError, ValueError, FileNotFoundError, BackendUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
