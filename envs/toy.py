@@ -136,10 +136,6 @@ class ChainEnv(VectorEnv):
         return self._obs(ids)
 
 
-def make_chain_env(config: ChainConfig) -> ChainEnv:
-    return ChainEnv(config)
-
-
 def chain_env_factory(config: ChainConfig) -> Callable[..., ChainEnv]:
     """A ``make_env(num_envs, autoreset=True)`` factory, as :class:`~algorithms.estimators.base.TrialContext` takes."""
 

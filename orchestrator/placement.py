@@ -82,11 +82,13 @@ def max_concurrent(results: pd.DataFrame) -> int:
     for _, r in rows.iterrows():
         end = float(r["timestamp"])
         events += [(end - float(r["time_this_iter_s"]), 1, r["trial_id"]), (end, -1, r["trial_id"])]
-    live: dict = {}
-    best = 0
+    spans: dict = {}  # trial -> its spans open now (a trial counts once even if two of its rows overlap)
+    computing = best = 0
     for _, delta, tid in sorted(events, key=lambda e: (e[0], e[1])):  # ends before starts at the same second
-        live[tid] = live.get(tid, 0) + delta
-        best = max(best, sum(1 for n in live.values() if n > 0))
+        was = spans.get(tid, 0) > 0
+        spans[tid] = spans.get(tid, 0) + delta
+        computing += (spans[tid] > 0) - was
+        best = max(best, computing)
     return best
 
 

@@ -367,7 +367,7 @@ def parse_spec(data: dict, base_dir: str | os.PathLike | None = None) -> GridSpe
     _unknown(eval_d, EVAL_FIELDS, "eval")
     eval_ = {k: _field_value(k, v, f"eval.{k}", base) for k, v in eval_d.items()}
 
-    never = {**{f: k for f, k in AXIS_FIELDS.items()}, **ENV_FIELDS}
+    never = {**AXIS_FIELDS, **ENV_FIELDS}
     shared = _overrides(data.get("shared"), "shared", base, {**never, **SECTION_OF})
 
     per_method = {}
@@ -455,11 +455,12 @@ def sweep_points(spec: GridSpec) -> list[dict]:
 
 def trial_label(cfg: dict, sweep_keys: Iterable[str] = ()) -> str:
     """``mc+awr`` plus swept values, e.g. ``mc+awr mc_samples=5``; the cell a trial belongs to (seed excluded)."""
-    parts = [f"{cfg['estimator']}+{cfg['update']}"] + [f"{k}={_short(cfg[k])}" for k in sweep_keys]
+    parts = [f"{cfg['estimator']}+{cfg['update']}"] + [f"{k}={short_value(cfg[k])}" for k in sweep_keys]
     return " ".join(parts)
 
 
-def _short(v) -> str:
+def short_value(v) -> str:
+    """A swept value for labels and directory names: a file path by its stem, anything else as text."""
     if isinstance(v, str) and os.sep in v:
         return Path(v).stem
     return str(v)

@@ -38,7 +38,7 @@ import yaml
 from algorithms.config import FinetuneConfig
 from orchestrator.spec import (
     GridSpec, ResourceSpec, SpecError, cell_overrides, check_resources, expand_trials, load_spec,
-    local_machine_resources, resolved_record, spec_from_record, trial_label,
+    local_machine_resources, resolved_record, short_value, spec_from_record, trial_label,
 )
 
 SPEC_YAML = "spec.yaml"
@@ -145,7 +145,7 @@ def trial_dirname(trial, sweep_keys: tuple = ()) -> str:
     """``mc+awr_s2_mc_samples=5_<trial id>``: readable, unique, and ends with Tune's trial id."""
     c = trial.config
     parts = [f"{c['estimator']}+{c['update']}", f"s{c['seed']}"]
-    parts += [_UNSAFE.sub("-", f"{k}={Path(str(c[k])).stem if os.sep in str(c[k]) else c[k]}") for k in sweep_keys]
+    parts += [_UNSAFE.sub("-", f"{k}={short_value(c[k])}") for k in sweep_keys]
     return "_".join(parts)[:150] + "_" + trial.trial_id
 
 

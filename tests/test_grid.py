@@ -184,7 +184,10 @@ def _cli(args: list, log: Path) -> subprocess.Popen:
 
 
 def _reap_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
-    """Wait for the processes of ``proc``'s session (the driver and the Ray it started) to end; kill leftovers."""
+    """Kill the driver if it still runs, then wait for the processes of its session (the Ray it started) to
+    end; kill leftovers."""
+    if proc.poll() is None:
+        proc.kill()
     deadline = time.time() + grace_s
     while time.time() < deadline:
         try:
@@ -225,8 +228,6 @@ def test_trial_that_raises_is_retried_then_failed_while_others_finish(policy_che
         victim.write_bytes(b"corrupted after validation")
         rc = proc.wait(timeout=400)
     finally:
-        if proc.poll() is None:
-            proc.kill()
         _reap_group(proc)
     out = log.read_text()
     assert rc == 1, out[-3000:]
@@ -264,8 +265,6 @@ def test_driver_killed_mid_grid_then_resumed(tiny_grid, policy_checkpoint, tmp_p
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
         _reap_group(proc)
     unfinished = [p for p in run_dir.glob("*_s1_*") if not persisted(p, ITERATIONS)]
     assert unfinished, "the kill came too late: every trial had finished"
@@ -275,8 +274,6 @@ def test_driver_killed_mid_grid_then_resumed(tiny_grid, policy_checkpoint, tmp_p
     try:
         rc = proc.wait(timeout=400)
     finally:
-        if proc.poll() is None:
-            proc.kill()
         _reap_group(proc)
     assert rc == 0, log2.read_text()[-3000:]
 
@@ -314,8 +311,6 @@ def test_sigint_stops_the_grid_resumably(policy_checkpoint, tmp_path):
         os.kill(proc.pid, signal.SIGINT)
         rc = proc.wait(timeout=120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
         _reap_group(proc)
     out = log.read_text()
     assert rc == 1, out[-3000:]
