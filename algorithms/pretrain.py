@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import platform
-import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -112,12 +109,6 @@ def ppo_update(agent, optimizer, b_obs, b_actions, b_logprobs, b_adv, b_returns,
         if kl_stop:
             break
     return {k: float(np.mean(v)) if v else 0.0 for k, v in stats.items()}
-
-
-def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{socket.gethostname()}: {os.cpu_count()} CPUs ({cpu}), {gpu}, Python {platform.python_version()}, torch {torch.__version__}"
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = True, progress: bool = True, max_iterations: Optional[int] = None, max_minutes: Optional[float] = None) -> Path:

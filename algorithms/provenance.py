@@ -37,6 +37,12 @@ def machine() -> dict:
     }
 
 
+def machine_line() -> str:
+    """:func:`machine` in one line, for benchmark tables: ``host: 16 CPUs (x86_64), NVIDIA H200, Python 3.12.3, torch 2.11``."""
+    m = machine()
+    return f"{m['host']}: {m['cpus']} CPUs ({m['processor']}), {m['gpu'] or 'no GPU'}, Python {m['python']}, torch {m['torch']}"
+
+
 def command_line() -> str:
     argv = list(sys.argv)
     head = "python -m orchestrator" if argv and argv[0].endswith("__main__.py") else os.path.basename(argv[0]) if argv else "python"

@@ -115,10 +115,10 @@ def main(argv=None):
 
     import torch
 
-    from algorithms.pretrain import machine_description
+    from algorithms.provenance import machine_line
 
     torch.set_num_threads(args.torch_threads)
-    machine = machine_description()
+    machine = machine_line()
     load = "load average before the run: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"{machine}; {load}\n{date}; {args.env_id}, {args.control_mode}, {args.steps} steps per env after {args.warmup} warm-up steps\n")
