@@ -5,7 +5,7 @@ import torch
 
 from algorithms.estimators.base import AdvantageEstimator, Estimate, TrialContext
 from algorithms.rollout import Rollout
-from algorithms.updates.base import shuffled_minibatches
+from algorithms.updates.base import mean_of, shuffled_minibatches
 
 
 def gae(
@@ -81,14 +81,14 @@ class GAEEstimator(AdvantageEstimator):
         gen = torch.Generator().manual_seed(int(targets.numel()) + self.cfg.seed)
         losses = []
         for _ in range(self.cfg.gae_critic_epochs):
-            for idx in shuffled_minibatches(obs.shape[0], self.cfg.minibatch_size, gen):
+            for idx in shuffled_minibatches(obs.shape[0], self.cfg.minibatch_size, gen, obs.device):
                 loss = self.cfg.gae_value_coef * ((agent.get_value(obs[idx]) - targets[idx]) ** 2).mean()
                 self._optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(agent.critic.parameters(), self.cfg.max_grad_norm)
                 self._optimizer.step()
-                losses.append(loss.item())
-        return {"losses/value_loss": sum(losses) / max(1, len(losses))}
+                losses.append(loss.detach())
+        return {"losses/value_loss": mean_of(losses)}
 
     def state_dict(self) -> dict:
         return {"optimizer": self._optimizer.state_dict() if self._optimizer else None}

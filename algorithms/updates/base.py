@@ -23,11 +23,19 @@ class UpdateBatch:
         return self.obs.shape[0]
 
 
-def shuffled_minibatches(n: int, size: int, generator: torch.Generator):
-    """Index tensors covering ``range(n)`` once in a random order, ``size`` each (the last may be smaller)."""
-    perm = torch.randperm(n, generator=generator)
+def shuffled_minibatches(n: int, size: int, generator: torch.Generator, device="cpu"):
+    """Index tensors covering ``range(n)`` once in a random order, ``size`` each (the last may be smaller).
+
+    The order is drawn on the CPU generator (the same order on every device) and moved to ``device`` once, so
+    indexing GPU tensors costs no host-to-device copy per minibatch."""
+    perm = torch.randperm(n, generator=generator).to(device)
     for start in range(0, n, size):
         yield perm[start : start + size]
+
+
+def mean_of(values: list) -> float:
+    """Mean of a list of 0-d tensors with a single host sync (a ``.item()`` per minibatch stalls the GPU queue)."""
+    return float(torch.stack(values).mean()) if values else 0.0
 
 
 def actor_parameters(agent) -> list:
@@ -46,9 +54,9 @@ class UpdateRule:
         """Returns metrics named as in SPEC.md (``losses/policy_loss``, ``charts/pos_ratio``, ...)."""
         raise NotImplementedError
 
-    def minibatches(self, n: int):
-        """Shuffled index tensors of ``cfg.minibatch_size`` (last one may be smaller)."""
-        return shuffled_minibatches(n, self.cfg.minibatch_size, self.gen)
+    def minibatches(self, batch: UpdateBatch):
+        """Shuffled index tensors of ``cfg.minibatch_size`` (last one may be smaller), on the batch's device."""
+        return shuffled_minibatches(len(batch), self.cfg.minibatch_size, self.gen, batch.obs.device)
 
     def step(self, agent, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad()

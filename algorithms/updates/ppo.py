@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from algorithms.updates.base import UpdateBatch, UpdateRule
+from algorithms.updates.base import UpdateBatch, UpdateRule, mean_of
 
 
 class PPOUpdate(UpdateRule):
@@ -14,7 +14,7 @@ class PPOUpdate(UpdateRule):
         losses, kls, clipfracs = [], [], []
         stopped_early = False
         for _ in range(cfg.update_epochs):
-            for idx in self.minibatches(len(batch)):
+            for idx in self.minibatches(batch):
                 dist = agent.dist(batch.obs[idx])
                 logp = dist.log_prob(batch.actions[idx]).sum(-1)
                 logratio = logp - batch.logprobs[idx]
@@ -26,16 +26,17 @@ class PPOUpdate(UpdateRule):
                 loss = pg - cfg.ent_coef * dist.entropy().sum(-1).mean()
                 self.step(agent, loss)
                 with torch.no_grad():
-                    kls.append(((ratio - 1) - logratio).mean().item())
-                    clipfracs.append(((ratio - 1).abs() > cfg.ppo_clip).float().mean().item())
-                losses.append(pg.item())
-            if cfg.target_kl is not None and kls and kls[-1] > cfg.target_kl:
+                    kls.append(((ratio - 1) - logratio).mean())
+                    clipfracs.append(((ratio - 1).abs() > cfg.ppo_clip).float().mean())
+                losses.append(pg.detach())
+            # one host sync per epoch, for the early stop
+            if cfg.target_kl is not None and kls and float(kls[-1]) > cfg.target_kl:
                 stopped_early = True
                 break
         return {
-            "losses/policy_loss": sum(losses) / len(losses),
-            "losses/approx_kl": sum(kls) / len(kls),
-            "losses/clipfrac": sum(clipfracs) / len(clipfracs),
+            "losses/policy_loss": mean_of(losses),
+            "losses/approx_kl": mean_of(kls),
+            "losses/clipfrac": mean_of(clipfracs),
             "charts/ppo_kl_stop": float(stopped_early),
             "charts/pos_ratio": float((batch.advantages > 0).float().mean()),
         }

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from algorithms.updates.awr import awr_weights
-from algorithms.updates.base import UpdateBatch, UpdateRule
+from algorithms.updates.base import UpdateBatch, UpdateRule, mean_of
 
 
 class RecapUpdate(UpdateRule):
@@ -36,9 +36,9 @@ class RecapUpdate(UpdateRule):
             wn = awr_weights(adv[neg].abs(), cfg.awr_beta, cfg.awr_max_weight)
             w[neg] = wn / wn.mean()
         pos_f, neg_f = pos.float(), neg.float()
-        pos_losses, neg_losses, totals, guard = [], [], [], []
+        pos_losses, neg_losses, totals, held, negs = [], [], [], [], []
         for _ in range(cfg.update_epochs):
-            for idx in self.minibatches(len(batch)):
+            for idx in self.minibatches(batch):
                 logp = agent.log_prob(batch.obs[idx], batch.actions[idx])
                 pos_loss = -(pos_f[idx] * w[idx] * logp).mean()
                 clipped = torch.clamp(logp, min=-cfg.recap_nll_clip)
@@ -48,16 +48,18 @@ class RecapUpdate(UpdateRule):
                 with torch.no_grad():
                     agent.actor_logstd.clamp_(min=cfg.recap_min_logstd)
                     n = neg_f[idx].sum()
-                    if n > 0:
-                        guard.append(float(((logp < -cfg.recap_nll_clip).float() * neg_f[idx]).sum() / n))
-                pos_losses.append(pos_loss.item())
-                neg_losses.append(neg_loss.item())
-                totals.append(loss.item())
-        guard_frac = sum(guard) / len(guard) if guard else 0.0
+                    negs.append(n)
+                    held.append(((logp < -cfg.recap_nll_clip).float() * neg_f[idx]).sum() / n.clamp(min=1))
+                pos_losses.append(pos_loss.detach())
+                neg_losses.append(neg_loss.detach())
+                totals.append(loss.detach())
+        # mean over the minibatches that had negatives, computed on-device (one sync instead of one per minibatch)
+        has_neg = (torch.stack(negs) > 0).float()
+        guard_frac = float((torch.stack(held) * has_neg).sum() / has_neg.sum().clamp(min=1))
         return {
-            "losses/policy_loss": sum(totals) / len(totals),
-            "losses/pos_loss": sum(pos_losses) / len(pos_losses),
-            "losses/neg_loss": sum(neg_losses) / len(neg_losses),
+            "losses/policy_loss": mean_of(totals),
+            "losses/pos_loss": mean_of(pos_losses),
+            "losses/neg_loss": mean_of(neg_losses),
             "charts/pos_ratio": float(pos.float().mean()),
             "charts/recap_guard_frac": guard_frac,
             "charts/recap_guard_acted": float(guard_frac > 0),
