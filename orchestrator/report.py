@@ -1,4 +1,5 @@
-"""``report.md`` of an analysed experiment: summary, P(improvement), compute cost, estimator quality, failures.
+"""``report.md`` of an analysed experiment: summary, P(improvement), compute cost, estimator quality, placement,
+launches, failures.
 
 Plain markdown tables written here (no tabulate dependency); numbers are formatted for reading, the CSVs
 next to the report keep full precision.
@@ -103,6 +104,17 @@ def placement_markdown(exp: "Experiment") -> str:
     return "\n\n".join(p for p in (text, table, note) if p)
 
 
+def launches_markdown(exp: "Experiment") -> str:
+    """The grid/resume calls that produced the run directory (``launches.jsonl``), with the driver's machine."""
+    from orchestrator import launches
+
+    header, rows = launches.table(launches.read(exp.run_dir))
+    if not rows:
+        return "_No launch records (`launches.jsonl`)._"
+    return ("Each `grid` / `resume` call, as its driver recorded it (`launches.jsonl`); a call killed outright has no "
+            "end time. Trials may run on other hosts of a cluster (see Placement).\n\n" + markdown_table(header, rows))
+
+
 def _trial_rows(exp: "Experiment", summary: "Summary", statuses: set[str], negate: bool = False) -> list[list]:
     from orchestrator.analysis import SEED, cell_label
 
@@ -161,6 +173,7 @@ def write_report(exp: "Experiment", summary: "Summary", figures: Sequence[Path],
         parts.append("![compute cost](compute_cost.png)")
     parts += ["## Estimator quality", "Mean of each `quality/*` metric over every measured iteration and run.", quality_markdown(summary)]
     parts += ["## Placement", placement_markdown(exp)]
+    parts += ["## Launches", launches_markdown(exp)]
     parts += ["## Failures", markdown_table(header, failures) if failures else "_None._"]
     if unfinished:
         parts += ["## Unfinished trials", "Running, pending, or cut off by an interrupted experiment: their numbers are provisional.",

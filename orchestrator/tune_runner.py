@@ -4,6 +4,7 @@ Layout of a run directory ``<storage>/<name>`` (Tune's experiment directory)::
 
     spec.yaml                the spec as given (the validated, normalised spec when launched from a GridSpec)
     spec.resolved.json       {"spec": normalised spec, "trials": [every trial's FinetuneConfig]}
+    launches.jsonl           one line per grid/resume call and one when it returns (orchestrator.launches)
     tuner.pkl, experiment_state-*.json, basic-variant-state-*.json     Tune's state (resume)
     <estimator>+<update>_s<seed>[_<swept>]_<trial id>/
         result.json, progress.csv, params.json, error.txt              Tune's per-trial records
@@ -36,6 +37,7 @@ from typing import Optional, Union
 import yaml
 
 from algorithms.config import FinetuneConfig
+from orchestrator import launches
 from orchestrator.spec import (
     GridSpec, ResourceSpec, SpecError, cell_overrides, check_resources, expand_trials, load_spec,
     local_machine_resources, resolved_record, short_value, spec_from_record, trial_label,
@@ -276,6 +278,7 @@ def _finish(run_dir: Path, results, analyze: bool) -> GridOutcome:
     failed = sum(r.error is not None for r in results)
     finished = sum(r.error is None and is_complete(r.metrics, r.config or {}) for r in results)
     outcome = GridOutcome(run_dir, results, len(results), finished, failed)
+    launches.record_end(run_dir, len(results), finished, failed)
     if analyze:
         try:
             outcome.report = run_analysis(run_dir)
@@ -369,6 +372,7 @@ def _on_cluster(spec: GridSpec, address: Optional[str]):
 def _fit(spec: GridSpec, run_dir: Path, configs: list, analyze: bool) -> GridOutcome:
     from ray import tune
 
+    launches.record_launch(run_dir, "start")
     sweep_keys = tuple(spec.sweep)
     tuner = tune.Tuner(
         build_trainable(spec),
@@ -391,6 +395,7 @@ def _restore(run_dir: Path, spec: GridSpec, analyze: bool) -> GridOutcome:
     from ray.tune import Tuner
 
     tuner = Tuner.restore(str(run_dir), trainable=build_trainable(spec), resume_errored=True)
+    launches.record_launch(run_dir, "resume")
     return _finish(run_dir, tuner.fit(), analyze)
 
 

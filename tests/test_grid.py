@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orchestrator import launches
 from orchestrator.spec import SpecError, expand_trials, parse_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -130,8 +131,14 @@ def test_tiny_grid_runs_every_trial(tiny_grid):
     saved = json.loads((run_dir / "spec.resolved.json").read_text())
     assert saved["spec"]["name"] == "tiny" and len(saved["trials"]) == 2
     assert yaml.safe_load((run_dir / "spec.yaml").read_text())["name"] == "tiny"
+    # the launch is recorded beside the results (command, code version, machine) and listed in the report
+    start, end = launches.read(run_dir)
+    assert start["event"] == "start" and start["commit"] and start["cpus"] == os.cpu_count()
+    assert start["ray"] != "not installed" and start["mani_skill"] != "not installed"
+    assert end == {**end, "event": "end", "trials": 2, "finished": 2, "failed": 0}
     if outcome.report is not None:
-        assert outcome.report.is_file()
+        text = outcome.report.read_text()
+        assert "## Launches" in text and f"| {start['time']} | start | {end['time']} | 2/2 |" in text
 
 
 def test_failed_launches_leave_the_run_directory_untouched(tiny_grid, policy_checkpoint, tmp_path, run_cli):
@@ -172,6 +179,7 @@ def test_resume_of_a_moved_finished_grid_reruns_nothing(tiny_grid, tmp_path):
     rows = {p.parent.name: p.read_bytes() for p in moved.glob("*/result.json")}
     outcome = resume(moved, analyze=False)
     assert outcome.ok and outcome.num_finished == 2 and outcome.run_dir == moved
+    assert [e["event"] for e in launches.read(moved)] == ["start", "end", "resume", "end"]
     assert {p.parent.name: p.read_bytes() for p in moved.glob("*/result.json")} == rows
     assert all(Path(r.path).parent == moved for r in outcome.results)
 
@@ -276,6 +284,10 @@ def test_driver_killed_mid_grid_then_resumed(tiny_grid, policy_checkpoint, tmp_p
     finally:
         _reap_group(proc)
     assert rc == 0, log2.read_text()[-3000:]
+    # the killed launch left no end line; the resume did
+    events = launches.read(run_dir)
+    assert [e["event"] for e in events] == ["start", "resume", "end"] and events[-1]["finished"] == 2
+    assert events[0]["command"].startswith("python -m orchestrator grid") and "resume" in events[1]["command"]
 
     _, reference = tiny_grid
     ref_trials = {cell_key(t["config"]): (name, t) for name, t in tune_trials(reference.run_dir).items()}
@@ -316,6 +328,7 @@ def test_sigint_stops_the_grid_resumably(policy_checkpoint, tmp_path):
     assert rc == 1, out[-3000:]
     assert "0/3 trials finished, 0 failed" in out and f"continue with `python -m orchestrator resume {run_dir}`" in out
     assert "3 trials unfinished" in out and "3 stopped" in out
+    assert [(e["event"], e.get("finished")) for e in launches.read(run_dir)] == [("start", None), ("end", 0)]
     from ray.tune import Tuner
 
     assert Tuner.can_restore(str(run_dir))
