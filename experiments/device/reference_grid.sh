@@ -14,7 +14,7 @@ nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
 timeout -s INT -k 90 "$SECS" python3 -m orchestrator grid "$SPEC" --resume --no-analysis
 echo "grid exited $?"
 python3 -m orchestrator analyze "$RUN" || echo "analyze exited $?"
-cp "$RUN"/analysis/report.md "$RUN"/analysis/*.png "$RUN"/analysis/summary.csv "$OUT"/ 2>/dev/null  # at most 8 files come back
+cp "$RUN"/analysis/report.md "$RUN"/analysis/*.png "$RUN"/analysis/summary.csv "$OUT"/ 2>/dev/null
 python3 - "$RUN" <<'PY'
 import os, sys, tarfile
 from orchestrator.analysis import load_experiment
@@ -36,3 +36,6 @@ with tarfile.open(os.path.join(os.environ["OUT"], "run.tgz"), "w:gz") as t:
 print("run.tgz", os.path.getsize(os.path.join(os.environ["OUT"], "run.tgz")) // 2**20, "MiB")
 PY
 (cd "$OUT" && split -b 15M run.tgz run.tgz.part && rm run.tgz)
+# at most 8 files come back: the figures go first (analyze on the fetched run directory redraws them)
+[ "$(ls "$OUT" | wc -l)" -gt 8 ] && rm -f "$OUT"/*.png
+ls -l "$OUT"
