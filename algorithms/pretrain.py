@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from algorithms.agent import Agent
-from algorithms.checkpoint import atomic_torch_save, save_policy
+from algorithms.checkpoint import atomic_torch_save, atomic_write_text, save_policy
 from algorithms.config import require_at_least
 from algorithms.estimators.gae import gae
 from algorithms.evaluate import evaluate
@@ -241,6 +241,4 @@ def _record_session(out: Path, cfg: PretrainConfig, it0: int, it1: int, env_step
     prov["env_steps"] = env_steps
     prov["seed"] = cfg.seed
     prov["wall_time_s"] = round(sum(s["seconds"] for s in prov["sessions"]), 1)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(prov, indent=2))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(prov, indent=2))

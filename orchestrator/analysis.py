@@ -118,18 +118,25 @@ def _state_trials(run_dir: Path) -> dict[str, dict]:
     return out
 
 
+def read_json_lines(path: Path) -> list[dict]:
+    """The JSON objects of a JSON-lines file in order ([] if it does not exist); a torn line (a writer interrupted
+    mid-write) is skipped."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 def _read_rows(trial_dir: Path) -> list[dict]:
     """Reported rows of one trial: result.json lines (a torn last line is skipped), else progress.csv."""
-    rows = []
-    path = trial_dir / "result.json"
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue  # interrupted mid-write
-            if isinstance(row, dict):
-                rows.append(row)
+    rows = read_json_lines(trial_dir / "result.json")
     if not rows and (trial_dir / "progress.csv").is_file():
         try:
             rows = pd.read_csv(trial_dir / "progress.csv").to_dict("records")

@@ -49,16 +49,9 @@ def record_end(run_dir: Path, trials: int, finished: int, failed: int) -> None:
 
 def read(run_dir: Path) -> list[dict]:
     """Every line of ``launches.jsonl`` in order ([] if there is none); a half-written last line is skipped."""
-    path = Path(run_dir) / LAUNCHES_FILE
-    if not path.is_file():
-        return []
-    entries = []
-    for line in path.read_text().splitlines():
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return entries
+    from orchestrator.analysis import read_json_lines
+
+    return read_json_lines(Path(run_dir) / LAUNCHES_FILE)
 
 
 def table(entries: list[dict]) -> tuple[list[str], list[list]]:

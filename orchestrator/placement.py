@@ -17,7 +17,10 @@ import json
 import os
 import socket
 from pathlib import Path
+
 import pandas as pd
+
+from algorithms.checkpoint import atomic_write_text
 
 PLACEMENT_FILE = "placement.json"
 PREFIX = "placement/"
@@ -57,10 +60,7 @@ def record_end(path: Path, rec: dict, device) -> None:
 
 
 def _write(path: Path, rec: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rec, indent=2))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(rec, indent=2))
 
 
 def read(trial_dir: Path, trial_out: str) -> dict:
