@@ -190,6 +190,8 @@ def run_trial(
             else:
                 if cfg.rollout_reset == "iteration" or obs is None:
                     obs = venv.reset(seeds=rollout_seeds(cfg, it))
+                else:  # how far into their episodes the carried-over envs are
+                    m["charts/rollout_start_elapsed"] = float(venv.get_state().elapsed.float().mean())
                 ro = collect_rollout(agent, venv, obs, cfg.num_steps, device, save_states=estimator.needs_states or probe, generator=gens["action"])
                 obs = ro.last_obs
                 t1 = time.time()
