@@ -121,8 +121,9 @@ class FinetuneConfig:
     iql_online_updates: int = h(0, "gradient steps on Q/V per iteration with the new data (0: frozen)")
 
     # estimator quality (optional, costly): compare against MC with many expert samples
-    quality_every: int = h(0, "every this many iterations, score the advantages against an MC oracle (0: never)")
+    quality_every: int = h(0, "score the advantages against an MC oracle at iterations 1, 1 + this, 1 + 2 * this, ... (0: never)")
     quality_samples: int = h(16, "expert re-rollouts per state of the quality oracle")
+    quality_envs: Optional[int] = h(None, "score only the first this many envs' transitions of the batch (the oracle's cost grows with them; null: all)")
 
     def __post_init__(self):
         from algorithms.estimators import ESTIMATORS
@@ -135,6 +136,8 @@ class FinetuneConfig:
             require_choice(self, name, choices)
         require_at_least(self, ("num_envs", "num_steps", "num_iterations", "eval_every", "num_eval_episodes", "minibatch_size",
                                 "update_epochs", "mc_samples", "mc_workers", "quality_samples", "td_n"), 1)
+        if self.quality_envs is not None and self.quality_envs < 1:
+            raise ValueError(f"quality_envs must be >= 1, got {self.quality_envs}")
         require_at_least(self, ("gae_critic_epochs", "iql_online_updates", "quality_every", "gae_warmup_iters", "gae_critic_pretrain_epochs"), 0)
         if self.num_minibatches is not None and not 1 <= self.num_minibatches <= self.batch_size:
             raise ValueError(f"num_minibatches must be in [1, num_envs * num_steps = {self.batch_size}], got {self.num_minibatches}")

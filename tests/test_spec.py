@@ -322,3 +322,32 @@ def test_named_cell_errors(base, change, words):
     with pytest.raises(SpecError) as err:
         parse_spec(d)
     assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_seed_v2_preset_is_the_reference_protocol():
+    """experiments/seed-v2.yaml: the reference's V2 table (SPEC.md) cell by cell."""
+    spec = load_spec(REPO / "experiments" / "seed-v2.yaml", base_dir=REPO)
+    trials = expand_trials(spec)
+    seeds = {}
+    for t in trials:
+        seeds.setdefault(t.cell, []).append(t.seed)
+    assert {k: len(v) for k, v in seeds.items()} == {
+        "gae+ppo": 3, "gae+awr": 3, "iql+awr": 3, "td20+awr": 3, "gae+recap": 3, "mc1-expert+awr": 3,
+        "mc16-expert+awr": 1, "mc4-current+awr": 1, "offline-mc4-expert+awr": 1}
+    for t in trials:
+        assert (t.gamma, t.learning_rate, t.num_eval_episodes, t.eval_stochastic) == (0.8, 3e-4, 128, False)
+        if t.offline:
+            assert (t.batch_size, t.num_iterations, t.update_epochs, t.num_minibatches, t.awr_beta) == (25_600, 100, 4, 32, 1.0)
+            continue
+        assert (t.batch_size, t.num_iterations, t.effective_minibatch_size, t.eval_every) == (5000, 10, 1000, 1)
+        assert t.rollout_reset == "once" and t.critic_training == "joint" and t.gae_reset_critic
+        if t.update == "ppo":
+            assert (t.update_epochs, t.target_kl) == (100, 100.0)
+        else:
+            assert (t.update_epochs, t.awr_beta, t.awr_norm_adv, t.awr_mb_renorm) == (200, 0.5, True, True)
+        if t.estimator == "mc":
+            assert (t.mc_q, t.mc_time_limit) == ("rerollout", "reset")
+    by = {t.cell: t for t in trials}
+    assert (by["mc16-expert+awr"].mc_samples, by["mc16-expert+awr"].mc_policy) == (16, "expert")
+    assert (by["mc1-expert+awr"].mc_samples, by["mc4-current+awr"].mc_policy) == (1, "current")
+    assert by["td20+awr"].td_n == 20 and by["gae+recap"].recap_nll_clip is None
