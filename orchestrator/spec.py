@@ -522,8 +522,34 @@ def sweep_points(spec: GridSpec) -> list[dict]:
 def trial_label(cfg: dict, sweep_keys: Iterable[str] = ()) -> str:
     """``mc+awr`` (or the named cell's label) plus swept values, e.g. ``mc+awr mc_samples=5``; the cell a trial
     belongs to (seed excluded)."""
-    parts = [cfg.get("cell") or f"{cfg['estimator']}+{cfg['update']}"] + [f"{k}={short_value(cfg[k])}" for k in sweep_keys]
+    parts = [trial_cell(cfg)] + [f"{k}={short_value(cfg[k])}" for k in sweep_keys]
     return " ".join(parts)
+
+
+TRIAL_KEY = "cell_seed"  # a grid trial's axis value "<cell label>|<seed>" (cells may have their own seeds)
+
+
+def trial_key(label: str, seed: int) -> str:
+    return f"{label}|{seed}"
+
+
+def split_trial_key(key: str) -> tuple[str, int]:
+    label, seed = key.rsplit("|", 1)
+    return label, int(seed)
+
+
+def trial_cell(cfg: dict) -> str:
+    """The cell of a trial config: from the grid axis where present (Tune names trials before it resolves the
+    values that derive from it), else the ``cell`` field, else ``estimator+update``."""
+    if isinstance(cfg.get(TRIAL_KEY), str):
+        return split_trial_key(cfg[TRIAL_KEY])[0]
+    return cfg.get("cell") or f"{cfg['estimator']}+{cfg['update']}"
+
+
+def trial_seed(cfg: dict) -> int:
+    if isinstance(cfg.get(TRIAL_KEY), str):
+        return split_trial_key(cfg[TRIAL_KEY])[1]
+    return cfg["seed"]
 
 
 def short_value(v) -> str:

@@ -41,6 +41,7 @@ from orchestrator import launches
 from orchestrator.spec import (
     GridSpec, ResourceSpec, SpecError, cell_overrides, check_resources, expand_trials, load_spec,
     local_machine_resources, resolved_record, short_value, spec_from_record, trial_label,
+    TRIAL_KEY, split_trial_key, trial_cell, trial_key, trial_seed,
 )
 
 SPEC_YAML = "spec.yaml"
@@ -93,10 +94,11 @@ def grid_trial(config: dict, gpu_fraction: float = 0.0) -> None:
             torch.cuda.empty_cache()
 
 
-def trial_resources(config: dict, resources: ResourceSpec):
+def trial_resources(config: dict, resources: ResourceSpec, estimators: dict):
+    """``estimators``: cell label -> estimator (read from the grid axis: derived values may not be resolved yet)."""
     from ray.tune import PlacementGroupFactory
 
-    return PlacementGroupFactory(resources.bundles(config["estimator"]))
+    return PlacementGroupFactory(resources.bundles(estimators[trial_cell(config)]))
 
 
 def build_trainable(spec: GridSpec):
@@ -104,17 +106,14 @@ def build_trainable(spec: GridSpec):
     from ray import tune
 
     fn = tune.with_parameters(grid_trial, gpu_fraction=spec.resources.gpus_per_trial)
-    return tune.with_resources(fn, functools.partial(trial_resources, resources=spec.resources))
+    estimators = {label: cell.estimator for label, cell in spec.cell_table().items()}
+    return tune.with_resources(fn, functools.partial(trial_resources, resources=spec.resources, estimators=estimators))
 
 
 # ------------------------------------------------------------------------------------------ search space
 
-TRIAL_KEY = "cell_seed"  # the grid axis: one "<cell label>|<seed>" per trial (cells may have their own seeds)
-
-
 def _key_part(config: dict, part: int):
-    label, seed = config[TRIAL_KEY].rsplit("|", 1)
-    return label if part == 0 else int(seed)
+    return split_trial_key(config[TRIAL_KEY])[part]
 
 
 def _cell_value(config: dict, table: dict, field: str):
@@ -132,7 +131,7 @@ def param_space(spec: GridSpec) -> dict:
     labels = list(spec.cell_table())
     cells = {label: cell_overrides(spec, label) for label in labels}
     space: dict = {
-        TRIAL_KEY: tune.grid_search([f"{label}|{seed}" for label in labels for seed in spec.cell_seeds(label)]),
+        TRIAL_KEY: tune.grid_search([trial_key(label, seed) for label in labels for seed in spec.cell_seeds(label)]),
         "seed": tune.sample_from(functools.partial(_key_part, part=1)),
     }
     for k, values in spec.sweep.items():
@@ -155,13 +154,13 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.+=-]+")
 def trial_dirname(trial, sweep_keys: tuple = ()) -> str:
     """``mc+awr_s2_mc_samples=5_<trial id>``: readable, unique, and ends with Tune's trial id."""
     c = trial.config
-    parts = [_UNSAFE.sub("-", c.get("cell") or f"{c['estimator']}+{c['update']}"), f"s{c['seed']}"]
+    parts = [_UNSAFE.sub("-", trial_cell(c)), f"s{trial_seed(c)}"]
     parts += [_UNSAFE.sub("-", f"{k}={short_value(c[k])}") for k in sweep_keys]
     return "_".join(parts)[:150] + "_" + trial.trial_id
 
 
 def trial_name(trial, sweep_keys: tuple = ()) -> str:
-    return f"{trial_label(trial.config, sweep_keys)} s{trial.config['seed']}"
+    return f"{trial_label(trial.config, sweep_keys)} s{trial_seed(trial.config)}"
 
 
 # ------------------------------------------------------------------------------------------ launch / resume
