@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -17,17 +17,17 @@ from envs.vector import make_vector_env
 
 @dataclass
 class SelectConfig:
-    ladder_dir: str = "runs/pretrain"
-    out_dir: str = "experiments/checkpoints/pickcube"
-    start_min: float = 0.40
-    start_max: float = 0.65
-    start_target: float = 0.50
-    expert_min: float = 0.95
-    reset_logstd: float | None = -1.5
-    confirm_episodes: int = 256
-    eval_seed: int = 20_000
-    num_envs: int = 16
-    backend: str = "auto"
+    ladder_dir: str = field(default="runs/pretrain", metadata={"help": "pretraining folder holding ladder.csv and its checkpoints"})
+    out_dir: str = field(default="experiments/checkpoints/pickcube", metadata={"help": "folder to write start.pt, expert.pt and provenance.json"})
+    start_min: float = field(default=0.40, metadata={"help": "lowest deterministic success accepted for the start policy"})
+    start_max: float = field(default=0.65, metadata={"help": "highest deterministic success accepted for the start policy"})
+    start_target: float = field(default=0.50, metadata={"help": "the start policy is the ladder checkpoint closest to this success within [start_min, start_max]"})
+    expert_min: float = field(default=0.95, metadata={"help": "lowest deterministic success accepted for the expert policy"})
+    reset_logstd: float | None = field(default=-1.5, metadata={"help": "set the start policy's action log-std to this value (None: keep it)"})
+    confirm_episodes: int = field(default=256, metadata={"help": "deterministic episodes that confirm each chosen policy"})
+    eval_seed: int = field(default=20_000, metadata={"help": "first episode seed of the confirmation evaluations"})
+    num_envs: int = field(default=16, metadata={"help": "parallel envs of the confirmation evaluations"})
+    backend: str = field(default="auto", metadata={"help": "simulation backend: auto (gpu when available), gpu or cpu"})
 
     def __post_init__(self):
         if not 0 <= self.start_min < self.start_max <= 1:
