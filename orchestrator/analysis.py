@@ -172,5 +172,8 @@ def analyze(run_dirs: Union[PathLike, Sequence[PathLike]], out_dir: Optional[Pat
     helps = {f.name: f.metadata.get("help", "") for f in fields(FinetuneConfig)}
     files = {"results.parquet": parquet is not None, SPEC_JSON: len(resolved) == len(experiments)}
     blocks = report.build(experiments, summary, figures, trial_configs(experiments, trials), pub, helps, files, warnings)
+    # Paths in error lines and warnings, relative to the folders holding the runs: the report travels.
+    roots = [e.run_dir.parent for e in experiments] + [out, Path.cwd()]
+    blocks = report.relativise(blocks, roots)
     report_path = report.write(blocks, summary, out, "Analysis of " + ", ".join(e.name for e in experiments))
     return AnalysisOutputs(out, report_path, summary_csv, results_csv, parquet, figures, summary, experiments, warnings)

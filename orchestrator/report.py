@@ -198,6 +198,35 @@ def per_seed_table(summary: Summary) -> Table:
     return Table(["cell"] + [f"seed {int(s) if float(s).is_integer() else s}" for s in seeds], rows)
 
 
+def _config_text(v) -> str:
+    """A config value for the report: an absolute path by its file name (the machine's layout is not the method)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "None"
+    s = str(v)
+    return Path(s).name if s.startswith("/") else s
+
+
+def relativise(blocks: Sequence[Block], roots: Sequence[Path]) -> list[Block]:
+    """Strip ``root/`` prefixes from every text and table cell (error lines and warnings name files by path)."""
+    prefixes = sorted({str(Path(r)) + "/" for r in roots}, key=len, reverse=True)
+
+    def rel(v):
+        if not isinstance(v, str):
+            return v
+        for p in prefixes:
+            v = v.replace(p, "")
+        return v
+
+    out: list[Block] = []
+    for b in blocks:
+        if isinstance(b, Text):
+            b = Text(rel(b.text))
+        elif isinstance(b, Table):
+            b = Table([rel(h) for h in b.header], [[rel(v) for v in r] for r in b.rows])
+        out.append(b)
+    return out
+
+
 def hyperparameter_tables(configs: pd.DataFrame, summary: Summary, help_texts: dict) -> tuple[Table, Table]:
     """(swept or per-method fields with their values per cell, fixed fields with their one value).
 
@@ -205,7 +234,7 @@ def hyperparameter_tables(configs: pd.DataFrame, summary: Summary, help_texts: d
     """
     swept, fixed = [], []
     for col in configs.columns:
-        values = configs[col].map(lambda v: "None" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+        values = configs[col].map(_config_text)
         if col in ("seed", "cell"):
             continue
         if values.nunique() == 1:
@@ -231,7 +260,11 @@ def improvement_blocks(summary: Summary) -> list[Block]:
 def quality_blocks(summary: Summary, published_rho: dict, figures: dict) -> list[Block]:
     q = summary.quality
     if not len(q):
-        return [Text("_No quality/* metrics were reported: set `quality_every` > 0 in the trial config (or run `quality`)._")]
+        blocks: list[Block] = [Text("_No quality/* metrics were reported: set `quality_every` > 0 in the trial config (or run `quality`)._")]
+        if published_rho:
+            blocks += [Text("Published Spearman rho of each estimator's advantages vs the MC oracle, for comparison once measured:"),
+                       Table(["estimator", "published rho"], [[e, _num(v, ".2f")] for e, v in published_rho.items()])]
+        return blocks
     header = ["estimator", "measurements", "runs", "rho (Spearman) [95% CI]", "bias", "error variance", "RMSE", "sign agreement", "published rho"]
     rows = []
     for _, r in q.iterrows():
@@ -328,7 +361,9 @@ def build(experiments: Sequence[Experiment], summary: Summary, figures: Sequence
                Text("P(X > Y): the probability that a random run of the row cell ends with a higher final success than a random "
                     "run of the column cell (ties count half), with its 95% percentile-bootstrap CI. Above 0.5 favours the row; "
                     "a CI excluding 0.5 is a difference the seeds support. Up to 6 cells: one matrix; beyond, each update rule "
-                    "across estimators and each estimator across update rules. Tidy form: [improvement.csv](improvement.csv).")]
+                    "across estimators and each estimator across update rules. With fewer than 5 runs per cell a run's resample takes few "
+                    "values, so these intervals are coarse (0.00 [0.00, 0.00] only says no resample reversed the order). "
+                    "Tidy form: [improvement.csv](improvement.csv).")]
     blocks += improvement_blocks(summary)
     blocks += [Heading("Estimator quality")] + quality_blocks(summary, {k: v.get("spearman") for k, v in published.get("quality", {}).items()}, fig)
     blocks += [Heading("Compute cost"),

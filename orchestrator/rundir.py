@@ -216,7 +216,7 @@ def _tune_trials(run_dir: Path, warnings: list[str]) -> Optional[list[_Trial]]:
         tdir = Path(t.path)
         df = frames.get(t.trial_id)
         rows = [] if df is None else df.to_dict("records")
-        if not rows and tdir.is_dir():
+        if not rows and t.last_result and tdir.is_dir():  # Tune saw reports but could not parse the file
             rows, warning = read_trial_rows(tdir)
             if warning:
                 warnings.append(warning)
