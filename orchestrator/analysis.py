@@ -126,12 +126,13 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> Optional[Path]:
 
 def analyze(run_dirs: Union[PathLike, Sequence[PathLike]], out_dir: Optional[PathLike] = None, target: float = 0.9,
             reps: int = stats.DEFAULT_REPS, seed: int = 0, compare: bool = False,
-            published: Optional[PathLike] = None) -> AnalysisOutputs:
+            published: Optional[PathLike] = None, figures: bool = True) -> AnalysisOutputs:
     """Load the run directories, summarise them and write the export, CSVs, figures, report.md/.html, summary.tex.
 
     ``out_dir`` defaults to ``RUN_DIR/analysis`` for one run (Tune ignores foreign folders in an experiment
     directory) and is required for several.  ``published``: a published-numbers YAML (default: the one the
-    grid spec names).  Every argument is checked before anything is read or written.
+    grid spec names).  ``figures=False``: tables and report only (drawing
+    the figures is most of the time an analysis takes).  Every argument is checked before anything is read or written.
     """
     dirs = [Path(run_dirs)] if isinstance(run_dirs, (str, os.PathLike)) else [Path(d) for d in run_dirs]
     if not dirs:
@@ -168,7 +169,8 @@ def analyze(run_dirs: Union[PathLike, Sequence[PathLike]], out_dir: Optional[Pat
     if len(experiments) == 1 and resolved:
         (out / SPEC_JSON).write_text(json.dumps(resolved[0], indent=1))
     parquet = _write_parquet(results, out / "results.parquet")
-    figures = plots.write_figures(summary, out, {k: v.get("spearman") for k, v in pub.get("quality", {}).items()})
+    rho = {k: v.get("spearman") for k, v in pub.get("quality", {}).items()}
+    figures = plots.write_figures(summary, out, rho) if figures else []
     helps = {f.name: f.metadata.get("help", "") for f in fields(FinetuneConfig)}
     files = {"results.parquet": parquet is not None, SPEC_JSON: len(resolved) == len(experiments)}
     blocks = report.build(experiments, summary, figures, trial_configs(experiments, trials), pub, helps, files, warnings)

@@ -206,6 +206,14 @@ def _config_text(v) -> str:
     return Path(s).name if s.startswith("/") else s
 
 
+def _natural(text: str) -> tuple:
+    """Numbers in numeric order (4 before 200), then text."""
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
 def relativise(blocks: Sequence[Block], roots: Sequence[Path]) -> list[Block]:
     """Strip ``root/`` prefixes from every text and table cell (error lines and warnings name files by path)."""
     prefixes = sorted({str(Path(r)) + "/" for r in roots}, key=len, reverse=True)
@@ -240,7 +248,7 @@ def hyperparameter_tables(configs: pd.DataFrame, summary: Summary, help_texts: d
         if values.nunique() == 1:
             fixed.append([col, values.iloc[0], help_texts.get(col, "")])
         else:
-            swept.append([col, ", ".join(sorted(values.unique(), key=lambda v: (len(v), v))), help_texts.get(col, "")])
+            swept.append([col, ", ".join(sorted(values.unique(), key=_natural)), help_texts.get(col, "")])
     return Table(["field", "values", "meaning"], swept), Table(["field", "value", "meaning"], fixed)
 
 
@@ -353,10 +361,9 @@ def build(experiments: Sequence[Experiment], summary: Summary, figures: Sequence
     blocks.append(Heading("Sample efficiency"))
     curves = [n for n in ("curves_by_update.png", "curves_by_estimator.png") if n in fig]
     blocks += [Image(n, "success vs env steps") for n in curves] or [Text("_No evaluations with env steps to plot._")]
-    if "performance_profile.png" in fig:
-        blocks += [Heading("Performance profiles"),
-                   Text("Fraction of runs whose final success exceeds each threshold, with 95% bootstrap bands (rliable)."),
-                   Image("performance_profile.png", "performance profiles")]
+    blocks += [Heading("Performance profiles"),
+               Text("Fraction of runs whose final success exceeds each threshold, with 95% bootstrap bands (rliable).")]
+    blocks.append(Image("performance_profile.png", "performance profiles") if "performance_profile.png" in fig else Text("_No final evaluations._"))
     blocks += [Heading("Probability of improvement (final success)"),
                Text("P(X > Y): the probability that a random run of the row cell ends with a higher final success than a random "
                     "run of the column cell (ties count half), with its 95% percentile-bootstrap CI. Above 0.5 favours the row; "

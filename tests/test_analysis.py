@@ -8,6 +8,7 @@ every summary number below can be worked out by hand.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -178,8 +179,8 @@ def test_analyze_writes_tables_figures_and_report(run_dir, tmp_path):
                      "estimator_quality.png", "performance_profile.png"]
     assert all(_is_png(p) and p.with_suffix(".svg").read_text().lstrip().startswith("<?xml") for p in out.figures)
 
-    md = out.report.read_text()
-    assert "## Summary" in md and "| cell | runs (ok/failed/unfinished) | n | CI |" in md
+    md = _check_report(out.out_dir)
+    assert "| cell | runs (ok/failed/unfinished) | n | CI |" in md
     mc_row = next(line for line in md.splitlines() if line.startswith("| mc+awr | 3 (3/0/0) | 3 | Student-t |"))
     assert "| 95.0 [" in mc_row and "| 1,600 |" in mc_row
     assert "| gae+awr | 3 (2/1/0) | 2 | Student-t |" in md
@@ -242,7 +243,7 @@ def test_partial_interrupted_experiment(run_dir, tmp_path):
     r = f[f["trial_dir"] == retried.name].sort_values("iteration")
     assert r["iteration"].tolist() == [0, 1, 2, 3, 4] and r["eval/success_rate"].iloc[-1] == 0.99
 
-    out = analyze(part, tmp_path / "out", reps=500)
+    out = analyze(part, tmp_path / "out", reps=500, figures=False)
     t = out.summary.table.set_index("cell")
     assert (t.loc["mc+awr", "unfinished"], t.loc["mc+awr", "n"]) == (1, 3)
     assert t.loc["mc+awr", "final_iqm"] == pytest.approx(0.95)
@@ -269,8 +270,182 @@ def test_bad_run_dir_is_one_clear_line(run_dir, tmp_path, capsys):
 def test_cli_prints_summary_and_report_path(run_dir, tmp_path, capsys):
     from orchestrator.cli import main
 
-    main(["analyze", str(run_dir), "--out", str(tmp_path / "a"), "--reps", "500"])
+    main(["analyze", str(run_dir), "--out", str(tmp_path / "a"), "--reps", "500", "--no-figures"])
     out = capsys.readouterr().out
     assert "mc+awr: n=3, final IQM 95.0%" in out
     assert "1 failed trial" in out
     assert out.strip().splitlines()[-1] == f"report: {tmp_path / 'a' / 'report.md'}"
+
+
+# ------------------------------------------------------------------------------------------ the report
+
+
+SECTIONS = ("## Summary", "## Per seed", "## Hyperparameters", "## Sample efficiency", "## Performance profiles",
+            "## Probability of improvement", "## Estimator quality", "## Compute cost", "## Failures")
+# an absolute POSIX path: a '/' that starts a token (not a relative path's inner '/' nor a ratio like 3/0/0)
+ABSOLUTE = re.compile(r"(?:^|[\s(\[`'\"|=:])/(?:[A-Za-z0-9_.+-]+/)+")
+
+
+def _check_report(out_dir: Path) -> str:
+    md = (out_dir / "report.md").read_text()
+    for s in SECTIONS:
+        assert s in md, s
+    html = (out_dir / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and all(f"<h2>{s[3:]}" in html for s in SECTIONS)
+    assert ABSOLUTE.search(md) is None, ABSOLUTE.search(md).group(0)
+    assert ABSOLUTE.search(html.replace("</", "<")) is None
+    tex = (out_dir / "summary.tex").read_text()
+    assert "\\begin{tabular}" in tex and "\\bottomrule" in tex
+    for link in re.findall(r"\]\(([^)]+)\)", md):  # every link is relative and points at a written file
+        assert (out_dir / link).is_file(), link
+    return md
+
+
+def _export_subset(src: Path, dst: Path, seeds: set) -> Path:
+    """An exported folder (results.csv + trials.csv) holding only some seeds' trials."""
+    dst.mkdir()
+    for name in ("results.csv", "trials.csv"):
+        f = pd.read_csv(src / name, dtype={"trial_id": str})
+        f[f["config/seed"].isin(seeds)].to_csv(dst / name, index=False)
+    return dst
+
+
+def test_report_for_one_seed_three_seeds_and_two_runs(run_dir, tmp_path):
+    three = analyze(run_dir, tmp_path / "three", reps=500, figures=False)  # figures: test_analyze_writes_...
+    md = _check_report(three.out_dir)
+    assert "n = 2 to 3 runs per cell" in md and "**Below 5 seeds the IQM is the trimmed mean of too few runs**" in md
+    assert "Student-t" in md and "| seed 1 | seed 2 | seed 3 |" in md
+    assert "| estimator | gae, mc |" in md and "| update_epochs | 4, 200 |" in md  # swept / per-method fields
+    assert "| num_envs |" in md and "| awr_beta |" in md  # fixed fields
+
+    one = analyze(_export_subset(three.out_dir, tmp_path / "one-seed", {1}), tmp_path / "one", reps=500, figures=False)
+    md = _check_report(one.out_dir)
+    assert "n = 1 runs per cell" in md and "none (one run)" in md and "(exported results table)" in md
+    assert one.summary.table.set_index("cell").loc["mc+awr", "final_iqm"] == pytest.approx(_success("mc+awr", 1, 4))
+
+    copy = tmp_path / "grid-b"
+    shutil.copytree(run_dir, copy)
+    pooled = analyze([run_dir, copy], tmp_path / "pooled", reps=500, figures=False)
+    md = _check_report(pooled.out_dir)
+    mc = pooled.summary.table.set_index("cell").loc["mc+awr"]
+    assert (mc["n"], mc["final_method"]) == (6, "percentile")  # the same cell of two runs: seeds pooled
+    assert "percentile stratified bootstrap" in md and "2 run directories" in md
+    side = analyze([run_dir, copy], tmp_path / "side", reps=500, compare=True, figures=False)
+    _check_report(side.out_dir)
+    cells = side.summary.table["cell"].tolist()
+    assert len(cells) == 8 and "mc+awr run=grid-b" in cells and "mc+awr run=grid" in cells
+    # focused comparisons beyond 6 cells: per update rule across estimators, per estimator across rules
+    assert set(side.summary.improvement["group"]) == {"update awr: estimators", "update ppo: estimators",
+                                                      "estimator gae: update rules", "estimator mc: update rules"}
+
+
+def test_published_numbers_and_explicit_cell_labels(run_dir, tmp_path):
+    pub = tmp_path / "published.yaml"
+    pub.write_text("source: a paper\nsuccess:\n  mc16-expert+awr: {peak: 0.991, final: 0.991}\n"
+                   "quality:\n  mc: {spearman: 0.5}\n  td20: {spearman: 0.96}\n")
+    export = tmp_path / "labelled"
+    shutil.copytree(analyze(run_dir, tmp_path / "plain", reps=200, figures=False).out_dir, export)
+    for name in ("results.csv", "trials.csv"):  # the lead's FinetuneConfig.cell: a label that names the cell
+        f = pd.read_csv(export / name, dtype={"trial_id": str})
+        f["config/cell"] = np.where((f["config/estimator"] == "mc") & (f["config/update"] == "awr"), "mc16-expert+awr", "")
+        f.to_csv(export / name, index=False)
+    out = analyze(export, tmp_path / "out", reps=200, published=pub, figures=False)
+    md = _check_report(out.out_dir)
+    assert "mc16-expert+awr" in out.summary.table["cell"].tolist()
+    row = next(line for line in md.splitlines() if line.startswith("| mc16-expert+awr |"))
+    assert row.endswith("| 99.1 | 99.1 |")  # published final, peak
+    assert "| mc | 12 | 6 | 0.990 [0.990, 0.990] |" in md and md.count("| 0.50 |") == 1
+
+
+# ------------------------------------------------------------------------------------------ bad input (issue 12)
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_grid_in_which_no_trial_reported(run_dir, tmp_path, capsys):
+    """Every trial interrupted before its first report: a report that says so, not a TypeError."""
+    from orchestrator.cli import main
+
+    empty = tmp_path / "grid"
+    shutil.copytree(run_dir, empty)
+    for p in [*empty.glob("*/result.json"), *empty.glob("*/progress.csv")]:
+        p.write_text("")
+    before = _snapshot(empty)
+    main(["analyze", str(empty), "--out", str(tmp_path / "out"), "--reps", "100", "--no-figures"])
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"report: {tmp_path / 'out' / 'report.md'}"
+    md = _check_report(tmp_path / "out")
+    assert "**No trial reported a result row**" in md and "| mc+awr | 3 (3/0/0) | 0 | - |" in md
+    assert "| gae+awr | 3 (2/1/0) | 0 |" in md and "RuntimeError: simulated divergence" in md
+    assert _snapshot(empty) == before
+
+
+def test_torn_result_json_is_recovered_or_reported(run_dir, tmp_path, capsys):
+    from orchestrator.cli import main
+
+    part = tmp_path / "grid"
+    shutil.copytree(run_dir, part)
+    recovered, damaged = _trial_dir(part, "mc", "awr", 1), _trial_dir(part, "gae", "ppo", 2)
+    for d in (recovered, damaged):  # a crash mid-write: the last line cut
+        text = (d / "result.json").read_text().rstrip("\n")
+        (d / "result.json").write_text(text[: len(text) - 40])
+    csv = (damaged / "progress.csv").read_text().splitlines()
+    (damaged / "progress.csv").write_text("\n".join(csv[:-1]) + "\n")  # its progress.csv lost the row too
+    before = _snapshot(part)
+    main(["analyze", str(part), "--out", str(tmp_path / "out"), "--reps", "100", "--no-figures"])
+    err = capsys.readouterr().err
+    assert f"warning: {recovered / 'result.json'}: 1 damaged line(s)" in err and "recovered 1 row(s) from progress.csv" in err
+    assert f"warning: {damaged / 'result.json'}: 1 damaged line(s)" in err and "no later row in progress.csv to recover" in err
+    frame = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert frame.groupby("trial_dir")["iteration"].max()[recovered.name] == 4  # the torn row came back from progress.csv
+    assert frame.groupby("trial_dir")["iteration"].max()[damaged.name] == 3  # lost: the run enters with iteration 3
+    md = _check_report(tmp_path / "out")
+    assert "## Damaged files" in md and f"grid/{damaged.name}/result.json" in md
+    assert _snapshot(part) == before
+
+
+@pytest.mark.parametrize("where", ["file", "below_file"])
+def test_unwritable_out_is_one_line_before_any_work(run_dir, tmp_path, capsys, where):
+    from orchestrator.cli import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    out = blocker if where == "file" else blocker / "analysis"
+    before = _snapshot(run_dir)
+    with pytest.raises(SystemExit) as e:
+        main(["analyze", str(run_dir), "--out", str(out)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --out {out} ") and "\n" not in err
+    assert blocker.read_text() == "keep me" and _snapshot(run_dir) == before and not (run_dir / "analysis").exists()
+
+
+def test_orchestrator_has_no_import_cycle():
+    """Every import between orchestrator modules, also those inside functions: the graph has no cycle."""
+    import ast
+
+    pkg = Path(__file__).resolve().parent.parent / "orchestrator"
+    graph = {}
+    for path in pkg.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("orchestrator"):
+                names = [node.module.split(".")[1]] if "." in node.module else [a.name for a in node.names]
+                deps.update(names)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name.split(".")[1] for a in node.names if a.name.startswith("orchestrator."))
+        graph[path.stem] = deps & {p.stem for p in pkg.glob("*.py")}
+    state = {}
+
+    def visit(m, stack):
+        state[m] = "open"
+        for d in graph[m]:
+            assert state.get(d) != "open", "import cycle: " + " -> ".join([*stack, m, d])
+            if d not in state:
+                visit(d, [*stack, m])
+        state[m] = "done"
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])
