@@ -191,10 +191,8 @@ def performance_profile(scores: Scores, taus: np.ndarray, reps: int = 1_000, con
     if all(g.size < 2 for g in groups):
         nan = np.full_like(point, np.nan)
         return point, nan, nan
-    gen = _rng(rng)
-    samples = np.concatenate([g[_resample_indices(g.size, reps, gen)] for g in groups], axis=1)
     tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(above(samples), [tail, 100 - tail], axis=0)
+    low, high = np.percentile(stratified_bootstrap(groups, above, reps, rng), [tail, 100 - tail], axis=0)
     return point, low, high
 
 
