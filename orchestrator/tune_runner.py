@@ -29,7 +29,6 @@ import json
 import os
 import re
 import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
