@@ -155,7 +155,10 @@ def analyze(run_dirs: Union[PathLike, Sequence[PathLike]], out_dir: Optional[Pat
     pub = load_published(published)
     trials, results, merge_warnings = merge(experiments, compare)
     warnings = [w for e in experiments for w in e.warnings] + merge_warnings
-    summary = summarize(results, target=target, reps=reps, seed=seed, trials=trials)
+    specs = [e.resolved.get("spec") if e.resolved else None for e in experiments]
+    # What the grids swept, as their specs record it; inferred from the configs where a run has no spec.
+    swept = None if any(not s for s in specs) else sorted({k for s in specs for k in (s.get("sweep") or {})})
+    summary = summarize(results, target=target, reps=reps, seed=seed, trials=trials, swept=swept)
 
     out.mkdir(parents=True, exist_ok=True)
     results_csv, summary_csv = out / "results.csv", out / "summary.csv"

@@ -263,19 +263,25 @@ def quality_table(frame: pd.DataFrame, reps: int = 2_000, rng: stats.RngLike = 0
 
 
 def summarize(frame: pd.DataFrame, target: float = 0.9, reps: int = stats.DEFAULT_REPS, seed: int = 0,
-              include_failed: bool = False, trials: Optional[pd.DataFrame] = None) -> Summary:
+              include_failed: bool = False, trials: Optional[pd.DataFrame] = None,
+              swept: Optional[Sequence[str]] = None) -> Summary:
     """Per-cell IQM and 95% stratified-bootstrap CIs over seeds, P(improvement) on final success, curves, costs, quality.
 
     Failed (ERROR) trials are left out of the statistics unless ``include_failed``: their last evaluation is
     where they crashed, not where the method got; they are counted per cell and listed in the report.
     Unfinished trials (a running or interrupted experiment) enter with their latest evaluation.
     ``trials`` (``Experiment.trials``) adds the trials that never reported, so a cell whose every trial
-    crashed at start-up, or is still pending, still gets its row and its counts.
+    crashed at start-up, or is still pending, still gets its row and its counts.  ``swept``: the config
+    fields that define cells beside estimator and update (what the grid spec swept, from
+    ``spec.resolved.json``); None infers them (``cell_columns``).
     """
     rng = np.random.default_rng(seed)  # fixed: the same directory always gives the same report
     members = trials if trials is not None else frame.drop_duplicates("trial_id")
-    cells = cell_columns(members) if len(members) else []
-    runs = run_table(frame, target, cells) if len(frame) else pd.DataFrame(columns=RUN_COLUMNS)
+    if swept is not None:
+        cells = [c for c in (*CELL_PRIMARY, *(CONFIG_PREFIX + k for k in swept), RUN) if c in members]
+    else:
+        cells = cell_columns(members) if len(members) else []
+    runs = run_table(frame, target, cells)
     used = runs if include_failed else runs[runs["status"] != FAILED]
     members = members.assign(cell=[cell_label({c: r.get(c) for c in cells}, r.get(EXPLICIT_CELL, "")) for _, r in members.iterrows()])
     firsts = members.drop_duplicates("cell")
