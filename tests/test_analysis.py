@@ -449,3 +449,14 @@ def test_orchestrator_has_no_import_cycle():
     for m in graph:
         if m not in state:
             visit(m, [])
+
+
+def test_a_spec_names_its_published_numbers(repo_root, tmp_path):
+    from orchestrator.spec import SpecError, load_spec, parse_spec
+
+    spec = load_spec(repo_root / "experiments" / "reference-subset.yaml", base_dir=repo_root)
+    assert spec.published == str(repo_root / "experiments" / "published" / "reference-v2.yaml")
+    assert spec.to_dict()["published"] == spec.published  # recorded in spec.resolved.json, where analyze finds it
+    data = {**spec.to_dict(), "published": str(tmp_path / "missing.yaml")}
+    with pytest.raises(SpecError, match="published: no such file"):
+        parse_spec(data)
