@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -22,7 +23,7 @@ import pandas as pd
 import yaml
 
 from algorithms.config import FinetuneConfig
-from orchestrator import plots, report, stats
+from orchestrator import launches, plots, report, stats
 from orchestrator.results_frame import EXPLICIT_CELL, RUN, SEED, Summary, cell_label, summarize
 from orchestrator.rundir import CONFIG_PREFIX, SPEC_JSON, Experiment, load_experiment
 
@@ -169,8 +170,12 @@ def analyze(run_dirs: Union[PathLike, Sequence[PathLike]], out_dir: Optional[Pat
     summary.improvement.to_csv(out / "improvement.csv", index=False)
     summary.quality.to_csv(out / "quality.csv", index=False)
     resolved = [e.resolved for e in experiments if e.resolved]
-    if len(experiments) == 1 and resolved:
-        (out / SPEC_JSON).write_text(json.dumps(resolved[0], indent=1))
+    if len(experiments) == 1:  # the export keeps the run's records, so it can be analysed again on its own
+        if resolved:
+            (out / SPEC_JSON).write_text(json.dumps(resolved[0], indent=1))
+        src = experiments[0].run_dir / launches.LAUNCHES_FILE
+        if src.is_file() and src.resolve() != (out / launches.LAUNCHES_FILE).resolve():
+            shutil.copyfile(src, out / launches.LAUNCHES_FILE)
     parquet = _write_parquet(results, out / "results.parquet")
     rho = {k: v.get("spearman") for k, v in pub.get("quality", {}).items()}
     figures = plots.write_figures(summary, out, rho) if figures else []

@@ -378,9 +378,7 @@ def build(experiments: Sequence[Experiment], summary: Summary, figures: Sequence
     blocks.append(cost_table(summary) if len(summary.table) else Text("_No results._"))
     if "compute_cost.png" in fig:
         blocks.append(Image("compute_cost.png", "compute cost"))
-    for e in experiments:
-        if e.source == "export":
-            continue
+    for e in experiments:  # an export keeps both records: placement columns in trials.csv, a copy of launches.jsonl
         header, rows = placement.summary_rows(e.trials)
         blocks += [Heading(f"Placement: {e.name}"),
                    Text(f"What each trial's process saw (`trial/placement.json`). At most {placement.max_concurrent(e.results)} trials "

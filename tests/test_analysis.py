@@ -460,3 +460,19 @@ def test_a_spec_names_its_published_numbers(repo_root, tmp_path):
     data = {**spec.to_dict(), "published": str(tmp_path / "missing.yaml")}
     with pytest.raises(SpecError, match="published: no such file"):
         parse_spec(data)
+
+
+def test_launch_records_travel_with_the_export(run_dir, tmp_path):
+    from orchestrator import launches
+
+    grid = tmp_path / "grid"
+    shutil.copytree(run_dir, grid)
+    launches.record_launch(grid, "start")
+    launches.record_end(grid, trials=12, finished=11, failed=1)
+    first = analyze(grid, tmp_path / "export", reps=100, figures=False)
+    again = analyze(first.out_dir, tmp_path / "again", reps=100, figures=False)  # the export alone, no Tune directory
+    start = launches.read(grid)[0]
+    for out in (first, again):
+        md = out.report.read_text()
+        assert f"| {start['time']} | start | " in md and "| 11/12 (1 failed) |" in md
+    pd.testing.assert_frame_equal(again.summary.table, first.summary.table)
