@@ -45,7 +45,8 @@ def _new_figure(w: float, h: float) -> Figure:
 def _save(fig: Figure, out_dir: Path, stem: str) -> Path:
     """Write ``stem.svg`` and ``stem.png``; returns the PNG (what the report embeds)."""
     for fmt in FORMATS:
-        fig.savefig(out_dir / f"{stem}.{fmt}", bbox_inches="tight", dpi=DPI)
+        meta = {"Date": None} if fmt == "svg" else {}  # no timestamp: the same data gives the same file
+        fig.savefig(out_dir / f"{stem}.{fmt}", bbox_inches="tight", dpi=DPI, metadata=meta)
     return out_dir / f"{stem}.png"
 
 
