@@ -15,14 +15,15 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from algorithms.agent import Agent
 from algorithms.checkpoint import atomic_torch_save, atomic_write_text, save_policy
 from algorithms.config import require_at_least
 from algorithms.estimators.gae import gae
 from algorithms.evaluate import evaluate
+from algorithms.optim import optimizer_step
 from algorithms.rollout import collect_rollout
+from algorithms.updates.ppo import ppo_loss
 from envs.config import EnvConfig
 from envs.vector import make_vector_env
 
@@ -85,21 +86,11 @@ def ppo_update(agent, optimizer, b_obs, b_actions, b_logprobs, b_adv, b_returns,
         for start in range(0, B, mb):
             idx = perm[start : start + mb]
             _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[idx], b_actions[idx])
-            logratio = newlogprob - b_logprobs[idx]
-            ratio = logratio.exp()
-            with torch.no_grad():
-                approx_kl = ((ratio - 1) - logratio).mean()
-                stats["clipfrac"].append(((ratio - 1.0).abs() > cfg.clip_coef).float().mean().item())
-            adv = b_adv[idx]
-            if cfg.norm_adv:
-                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-            pg_loss = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+            pg_loss, approx_kl, clipfrac = ppo_loss(newlogprob, b_logprobs[idx], b_adv[idx], cfg.clip_coef, cfg.norm_adv)
+            stats["clipfrac"].append(clipfrac.item())
             v_loss = 0.5 * ((newvalue - b_returns[idx]) ** 2).mean()
             loss = pg_loss - cfg.ent_coef * entropy.mean() + cfg.vf_coef * v_loss
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
-            optimizer.step()
+            optimizer_step(optimizer, loss, agent.parameters(), cfg.max_grad_norm)
             stats["policy_loss"].append(pg_loss.item())
             stats["value_loss"].append(v_loss.item())
             stats["approx_kl"].append(approx_kl.item())

@@ -130,6 +130,29 @@ def _cmd_quality(ns):
     print(f"results in {out}")
 
 
+def _cmd_selfclone(ns):
+    import dataclasses
+
+    from algorithms.config import FinetuneConfig
+    from algorithms.finetune import validate_trial_inputs
+    from algorithms.selfclone import self_clone
+
+    # AWR is the rule whose uniform-weight update is plain self-cloning; a spec's cell brings its own rule
+    cfg = dataclass_from_args(FinetuneConfig, ns, **({} if "update" in vars(ns) or ns.spec else {"update": "awr"}))
+    if ns.spec:
+        from orchestrator.spec import expand_trials, load_spec
+
+        trials = [c for c in expand_trials(load_spec(ns.spec)) if ns.spec_cell in (None, c.label)]
+        if not trials:
+            raise ValueError(f"{ns.spec} has no cell {ns.spec_cell!r}")
+        given = {k: getattr(cfg, k) for k in vars(ns) if k in FinetuneConfig.field_names()}
+        cfg = dataclasses.replace(trials[0], **given)
+    validate_trial_inputs(cfg)
+    out = ns.out_dir or f"runs/selfclone/{cfg.label.replace('+', '-')}-seed{cfg.seed}"
+    print(self_clone(cfg, out, progress=not ns.no_progress).line())
+    print(f"results in {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from algorithms.pretrain import PretrainConfig
     from algorithms.select import SelectConfig
@@ -184,6 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out-dir", default=None, help="trial directory (default: runs/quality/<estimator>-<update>-seed<seed>)")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_quality)
+
+    sp = sub.add_parser("selfclone", help="diagnostic: does the protocol keep the start policy under uniform-weight AWR?",
+                        description="Runs the update rule (default awr) with every advantage 0 -- cloning the policy's own samples -- and "
+                                    "prints the deterministic success before and after. A protocol that collapses the start policy here "
+                                    "collapses it whatever the estimator. With --spec, the protocol of a grid cell (--cell, default: the "
+                                    "first cell); flags given here override it.")
+    add_dataclass_args(sp, FinetuneConfig, skip=("estimator", "cell"))
+    sp.add_argument("--spec", default=None, help="grid spec whose cell protocol to diagnose")
+    sp.add_argument("--cell", dest="spec_cell", default=None, help="the cell's label in --spec (default: its first cell)")
+    sp.add_argument("--out-dir", default=None, help="trial directory (default: runs/selfclone/<cell>-seed<seed>)")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.set_defaults(func=_cmd_selfclone)
 
     sp = sub.add_parser("eval", help="success rate of a checkpoint", description="Deterministic (and with --stochastic also stochastic) success rate of a policy checkpoint on fixed seeds.")
     sp.add_argument("--checkpoint", required=True, help="policy checkpoint (.pt); a bare ManiSkill state_dict works with --env-id")

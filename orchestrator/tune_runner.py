@@ -106,29 +106,38 @@ def build_trainable(spec: GridSpec):
 
 # ------------------------------------------------------------------------------------------ search space
 
+TRIAL_KEY = "cell_seed"  # the grid axis: one "<cell label>|<seed>" per trial (cells may have their own seeds)
+
+
+def _key_part(config: dict, part: int):
+    label, seed = config[TRIAL_KEY].rsplit("|", 1)
+    return label if part == 0 else int(seed)
+
+
 def _cell_value(config: dict, table: dict, field: str):
     """A field whose value depends on the cell: Tune resolves it from the trial's config after the grid axes."""
-    return table[(config["estimator"], config["update"])]
+    return table[_key_part(config, 0)]
 
 
 def param_space(spec: GridSpec) -> dict:
-    """Flat FinetuneConfig space: estimator, update, seed and each sweep axis a ``grid_search``; per-cell values
-    (per_method overrides) resolved from the cell; everything else a constant.  Trials = ``expand_trials``."""
+    """Flat FinetuneConfig space: one ``grid_search`` over (cell, seed) pairs and one per sweep axis; cell and seed,
+    and every per-cell value (per_method and named-cell overrides), resolved from the pair; everything else a
+    constant.  Trials = ``expand_trials``."""
     from ray import tune
 
     defaults = FinetuneConfig().to_dict()
-    cells = {(e, u): cell_overrides(spec, e, u) for e in spec.estimators for u in spec.updates}
+    labels = list(spec.cell_table())
+    cells = {label: cell_overrides(spec, label) for label in labels}
     space: dict = {
-        "estimator": tune.grid_search(list(spec.estimators)),
-        "update": tune.grid_search(list(spec.updates)),
-        "seed": tune.grid_search(list(spec.seeds)),
+        TRIAL_KEY: tune.grid_search([f"{label}|{seed}" for label in labels for seed in spec.cell_seeds(label)]),
+        "seed": tune.sample_from(functools.partial(_key_part, part=1)),
     }
     for k, values in spec.sweep.items():
         space[k] = tune.grid_search(list(values))
     for k in FinetuneConfig.field_names():
         if k in space:
             continue
-        table = {cell: d.get(k, defaults[k]) for cell, d in cells.items()}
+        table = {label: d.get(k, defaults[k]) for label, d in cells.items()}
         distinct = {json.dumps(v) for v in table.values()}
         if len(distinct) == 1:
             space[k] = next(iter(table.values()))
@@ -143,7 +152,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.+=-]+")
 def trial_dirname(trial, sweep_keys: tuple = ()) -> str:
     """``mc+awr_s2_mc_samples=5_<trial id>``: readable, unique, and ends with Tune's trial id."""
     c = trial.config
-    parts = [f"{c['estimator']}+{c['update']}", f"s{c['seed']}"]
+    parts = [_UNSAFE.sub("-", c.get("cell") or f"{c['estimator']}+{c['update']}"), f"s{c['seed']}"]
     parts += [_UNSAFE.sub("-", f"{k}={short_value(c[k])}") for k in sweep_keys]
     return "_".join(parts)[:150] + "_" + trial.trial_id
 

@@ -342,7 +342,7 @@ def test_report_for_one_seed_three_seeds_and_two_runs(run_dir, tmp_path):
 def test_published_numbers_and_explicit_cell_labels(run_dir, tmp_path):
     pub = tmp_path / "published.yaml"
     pub.write_text("source: a paper\nsuccess:\n  mc16-expert+awr: {peak: 0.991, final: 0.991}\n"
-                   "quality:\n  mc: {spearman: 0.5}\n  td20: {spearman: 0.96}\n")
+                   "quality:\n  mc: {spearman: 0.5}\n  td: {spearman: 0.96}\n")
     export = tmp_path / "labelled"
     shutil.copytree(analyze(run_dir, tmp_path / "plain", reps=200, figures=False).out_dir, export)
     for name in ("results.csv", "trials.csv"):  # the lead's FinetuneConfig.cell: a label that names the cell
