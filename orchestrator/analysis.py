@@ -24,7 +24,7 @@ import yaml
 
 from algorithms.config import FinetuneConfig
 from orchestrator import launches, plots, report, stats
-from orchestrator.results_frame import EXPLICIT_CELL, RUN, SEED, Summary, cell_label, summarize
+from orchestrator.results_frame import NOT_CELL, RUN, SEED, Summary, summarize, value_text
 from orchestrator.rundir import CONFIG_PREFIX, SPEC_JSON, Experiment, load_experiment
 
 PathLike = Union[str, os.PathLike]
@@ -93,11 +93,11 @@ def merge(experiments: Sequence[Experiment], compare: bool) -> tuple[pd.DataFram
     trials_f = pd.concat(trials, ignore_index=True)
     warnings = []
     if not compare and len(trials_f):
-        cols = [c for c in trials_f.columns if c.startswith(CONFIG_PREFIX) and c != SEED]
-        labels = trials_f.apply(lambda r: cell_label({c: r.get(c) for c in (CONFIG_PREFIX + "estimator", CONFIG_PREFIX + "update")}, r.get(EXPLICIT_CELL, "")), axis=1)
-        dup = trials_f.assign(_cell=labels)[labels.notna()].duplicated(["_cell", SEED], keep=False) if SEED in trials_f and cols else None
-        if dup is not None and dup.any():
-            warnings.append(f"{int(dup.sum())} trials share a cell and a seed across the merged runs; they are pooled as separate runs")
+        # The same config and seed in two runs: a repeat, not another seed; pooled, but said.
+        cols = [c for c in trials_f.columns if c.startswith(CONFIG_PREFIX) and (c == SEED or c not in NOT_CELL)]
+        dup = trials_f[cols].map(value_text).duplicated(keep=False)
+        if dup.any():
+            warnings.append(f"{int(dup.sum())} trials of the merged runs repeat another run's config and seed; they are pooled as separate runs")
     return trials_f, pd.concat(results, ignore_index=True), warnings
 
 

@@ -337,7 +337,8 @@ def build(experiments: Sequence[Experiment], summary: Summary, figures: Sequence
         blocks.append(Text("**No trial reported a result row** (every trial failed, or the grid was interrupted before its "
                            "first report): there is nothing to aggregate yet; the trials and their errors are listed below."))
     if warnings:
-        blocks += [Heading("Damaged files"), Text("Read with repairs; the numbers below use what could be recovered."),
+        blocks += [Heading("Warnings"), Text("Damaged files read with repairs (the numbers below use what could be recovered), "
+                                             "and merged runs to check."),
                    Table(["warning"], [[w] for w in warnings])]
     blocks += [Text(statistics_text(summary)), Heading("Summary")]
     blocks.append(summary_rows(summary, success) if len(summary.table) else Text("_No results._"))

@@ -63,15 +63,15 @@ def cell_columns(frame: pd.DataFrame) -> list[str]:
     """
     cols = [c for c in CELL_PRIMARY if c in frame.columns]
     per_trial = frame.drop_duplicates("trial_id")
-    pairs = per_trial.groupby([per_trial[c].map(_value) for c in cols]) if cols else [(None, per_trial)]
+    pairs = per_trial.groupby([per_trial[c].map(value_text) for c in cols]) if cols else [(None, per_trial)]
     for c in frame.columns:
         if c.startswith(CONFIG_PREFIX) and c not in cols and c not in NOT_CELL:
-            if any(g[c].map(_value).nunique() > 1 for _, g in pairs):
+            if any(g[c].map(value_text).nunique() > 1 for _, g in pairs):
                 cols.append(c)
     return cols
 
 
-def _value(v) -> str:
+def value_text(v) -> str:
     """A config value as text for grouping: None/NaN as "None", a checkpoint path by its file name."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "None"
@@ -83,15 +83,15 @@ def _sort_key(v) -> tuple:
     """Numbers in numeric order (mc_samples 5 before 16), before text; None last."""
     if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and not math.isnan(v):
         return (0, float(v), "")
-    return (1, 0.0, _value(v)) if _value(v) != "None" else (2, 0.0, "")
+    return (1, 0.0, value_text(v)) if value_text(v) != "None" else (2, 0.0, "")
 
 
 def cell_label(values: dict, explicit: object = "") -> str:
     """``explicit`` (a trial's ``cell`` field) when set, else ``gae+ppo`` then swept fields: ``mc+awr mc_samples=16``."""
     if isinstance(explicit, str) and explicit:
         return explicit
-    prim = [_value(values[c]) for c in CELL_PRIMARY if c in values]
-    rest = [f"{c[len(CONFIG_PREFIX):]}={_value(v)}" for c, v in values.items() if c not in CELL_PRIMARY]
+    prim = [value_text(values[c]) for c in CELL_PRIMARY if c in values]
+    rest = [f"{c[len(CONFIG_PREFIX):]}={value_text(v)}" for c, v in values.items() if c not in CELL_PRIMARY]
     return " ".join(filter(None, ["+".join(prim), *rest])) or "all"
 
 
@@ -125,7 +125,7 @@ def run_table(frame: pd.DataFrame, target: float = 0.9, cells: Optional[Sequence
         first = g.iloc[0]
         cfg = {c: first.get(c) for c in cells}  # .get: a field only some trials have (cells may come from the trial list)
         row = {"trial_id": tid, "cell": cell_label(cfg, first.get(EXPLICIT_CELL, "")), **cfg,
-               "task": _value(first[TASK]) if TASK in g else "", "seed": first.get(SEED, np.nan),
+               "task": value_text(first[TASK]) if TASK in g else "", "seed": first.get(SEED, np.nan),
                "status": first["status"], "error": first["error"], "last_iteration": g["iteration"].max()}
         ev = g[g[SUCCESS].notna()] if SUCCESS in g else g.iloc[:0]
         start = ev.loc[ev["iteration"] == 0, SUCCESS]
@@ -215,7 +215,7 @@ def comparison_groups(table: pd.DataFrame, full_matrix_max: int = 6) -> list[tup
         return [("all cells", cells)] if len(cells) > 1 else []
     groups = []
     for by, across in (("update", "estimators"), ("estimator", "update rules")):
-        for value, g in table.groupby(table[by].map(_value), sort=False):
+        for value, g in table.groupby(table[by].map(value_text), sort=False):
             if len(g) > 1:
                 groups.append((f"{by} {value}: {across}", g["cell"].tolist()))
     return groups

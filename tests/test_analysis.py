@@ -249,7 +249,7 @@ def test_partial_interrupted_experiment(run_dir, tmp_path):
     assert t.loc["mc+awr", "final_iqm"] == pytest.approx(0.95)
     md = out.report.read_text()
     assert "## Unfinished trials" in md and md.count("| RUNNING |") == 1 and md.count("| PENDING |") == 1
-    assert "## Damaged files" in md and f"{part.name}/{cut.name}/result.json: 1 damaged line(s)" in md
+    assert "## Warnings" in md and f"{part.name}/{cut.name}/result.json: 1 damaged line(s)" in md
 
 
 def test_bad_run_dir_is_one_clear_line(run_dir, tmp_path, capsys):
@@ -330,6 +330,7 @@ def test_report_for_one_seed_three_seeds_and_two_runs(run_dir, tmp_path):
     mc = pooled.summary.table.set_index("cell").loc["mc+awr"]
     assert (mc["n"], mc["final_method"]) == (6, "percentile")  # the same cell of two runs: seeds pooled
     assert "percentile stratified bootstrap" in md and "2 run directories" in md
+    assert pooled.warnings == ["24 trials of the merged runs repeat another run's config and seed; they are pooled as separate runs"]
     side = analyze([run_dir, copy], tmp_path / "side", reps=500, compare=True, figures=False)
     _check_report(side.out_dir)
     cells = side.summary.table["cell"].tolist()
@@ -401,7 +402,7 @@ def test_torn_result_json_is_recovered_or_reported(run_dir, tmp_path, capsys):
     assert frame.groupby("trial_dir")["iteration"].max()[recovered.name] == 4  # the torn row came back from progress.csv
     assert frame.groupby("trial_dir")["iteration"].max()[damaged.name] == 3  # lost: the run enters with iteration 3
     md = _check_report(tmp_path / "out")
-    assert "## Damaged files" in md and f"grid/{damaged.name}/result.json" in md
+    assert "## Warnings" in md and f"grid/{damaged.name}/result.json" in md
     assert _snapshot(part) == before
 
 
