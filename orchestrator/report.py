@@ -357,7 +357,8 @@ def build(experiments: Sequence[Experiment], summary: Summary, figures: Sequence
     swept, fixed = hyperparameter_tables(configs, summary, help_texts)
     src = "`spec.resolved.json`" if files.get("spec.resolved.json") else "the trials' configs"
     blocks += [Heading("Hyperparameters"), Text(f"From {src}: fields that differ between trials (swept, per-method or "
-                                                "per-run), then the fields every trial shares.")]
+                                                "per-run), then the fields every trial shares; *meaning* is the field's help text in "
+                                                "`algorithms/config.py`.")]
     blocks += [swept if swept.rows else Text("_No field differs between trials._"), fixed]
     blocks.append(Heading("Sample efficiency"))
     curves = [n for n in ("curves_by_update.png", "curves_by_estimator.png") if n in fig]
