@@ -94,11 +94,15 @@ def _cmd_pretrain_critic(ns):
 
 def _cmd_analyze(ns):
     from orchestrator.analysis import analyze
-    from orchestrator.report import summary_markdown
 
-    out = analyze(ns.run_dir, ns.out, target=ns.target, reps=ns.reps)
-    print(summary_markdown(out.summary))
-    failed = int((out.experiment.trials["status"] == "ERROR").sum())
+    out = analyze(ns.run_dirs, ns.out, target=ns.target, reps=ns.reps, compare=ns.compare, published=ns.published,
+                  figures=not ns.no_figures)
+    for w in out.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    t = out.summary.table
+    for _, r in t.iterrows():
+        print(f"{r['cell']}: n={r['n']}, final IQM {r['final_iqm'] * 100:.1f}% [{r['final_low'] * 100:.1f}, {r['final_high'] * 100:.1f}]")
+    failed = sum(int((e.trials["status"] == "ERROR").sum()) for e in out.experiments)
     if failed:
         print(f"{failed} failed trial{'s' if failed > 1 else ''} (see the report's Failures section)")
     print(f"report: {out.report}")
@@ -227,9 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_eval)
-    sp = sub.add_parser("analyze", help="statistics, figures and report.md of a Tune experiment", description="Reads a (finished, running or interrupted) Ray Tune experiment directory; writes results.csv/.parquet, summary.csv, learning-curve and compute-cost figures and report.md: per cell IQM with 95% stratified-bootstrap CIs over seeds, probability of improvement, sample efficiency, estimator quality, failures.")
-    sp.add_argument("run_dir", metavar="RUN_DIR", help="the Tune experiment directory (<storage_path>/<name>)")
-    sp.add_argument("--out", default=None, help="output folder (default: RUN_DIR/analysis)")
+    sp = sub.add_parser("analyze", help="statistics, figures and report of one or several grids", description="Reads (finished, running or interrupted) Ray Tune experiment directories, or folders an earlier analysis exported; writes results.csv/.parquet, trials.csv, summary.csv/.tex, figures (SVG and PNG) and report.md/.html: per cell IQM with 95% CIs over seeds, per-seed and hyperparameter tables, published numbers, probability of improvement, performance profiles, sample efficiency, estimator quality, failures.")
+    sp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a Tune experiment directory (<storage_path>/<name>) or an exported analysis folder; several are pooled (or compared with --compare)")
+    sp.add_argument("--out", default=None, help="output folder (default: RUN_DIR/analysis; required with several RUN_DIRs)")
+    sp.add_argument("--compare", action="store_true", help="keep several runs' cells apart (side by side) instead of pooling the same cell's seeds")
+    sp.add_argument("--no-figures", action="store_true", help="tables and report only, no figures (drawing them is most of an analysis' time)")
+    sp.add_argument("--published", default=None, help="YAML of published numbers for the report's comparison (default: the grid spec's `published`)")
     sp.add_argument("--target", type=float, default=0.9, help="success threshold for 'env steps to reach target' (default: 0.9)")
     sp.add_argument("--reps", type=int, default=10_000, help="bootstrap resamples (default: 10000)")
     sp.set_defaults(func=_cmd_analyze)

@@ -69,7 +69,7 @@ SECTION_OF = {
     "iql_checkpoint": "checkpoints.iql / checkpoints.sarsa", "gae_critic_checkpoint": "checkpoints.critic",
 }
 TOP_KEYS = ("name", "env", "checkpoints", "estimators", "updates", "cells", "seeds", "shared", "per_method", "sweep",
-            "budget", "eval", "resources", "max_failures", "storage")
+            "budget", "eval", "resources", "max_failures", "storage", "published")
 REQUIRED_KEYS = ("name", "checkpoints")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 CELL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -136,6 +136,7 @@ class GridSpec:
     resources: ResourceSpec = field(default_factory=ResourceSpec)
     max_failures: int = 1
     storage: str = "runs/grid"  # absolute after loading
+    published: str = ""  # YAML of published reference numbers the report compares with (absolute after loading)
 
     @property
     def run_dir(self) -> Path:
@@ -465,11 +466,17 @@ def parse_spec(data: dict, base_dir: str | os.PathLike | None = None) -> GridSpe
     if "://" in storage:
         raise SpecError(f"storage: {storage} is a URI; use a filesystem path every node can reach (e.g. an NFS mount)")
     storage = str((base / os.path.expanduser(storage)).resolve())
+    published = data.get("published") or ""
+    if published:
+        published = str((base / os.path.expanduser(_coerce(str, published, "published"))).resolve())
+        if not Path(published).is_file():
+            raise SpecError(f"published: no such file {published}")
 
     spec = GridSpec(
         name=name, checkpoints=checkpoints, estimators=estimators, updates=updates, seeds=seeds, cells=cells, env=env,
         shared=shared, per_method=per_method, sweep=sweep, budget=budget, eval=eval_,
         resources=_resources(data.get("resources")), max_failures=max_failures, storage=storage,
+        published=published,
     )
     _check_needed_checkpoints(spec)
     return spec

@@ -11,7 +11,7 @@ Layout of a run directory ``<storage>/<name>`` (Tune's experiment directory)::
         checkpoint_00000k/   the last few trial states Tune keeps (resume / retry points)
         trial/               run_trial's out_dir: config.json, tb/, checkpoint/ (latest state + policy.pt),
                              placement.json (host, device, CUDA_VISIBLE_DEVICES, GPU memory cap and peak)
-    analysis/                written by ``orchestrator.analysis.analyze`` after the run
+    analysis/                written by the ``grid`` / ``resume`` commands (``orchestrator.analysis.analyze``)
 
 Each trial is the function trainable :func:`grid_trial`, which wraps the Ray-free
 :func:`algorithms.finetune.run_trial`: every iteration it reports the metrics with a Tune Checkpoint of the
@@ -29,7 +29,6 @@ import json
 import os
 import re
 import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -38,15 +37,13 @@ import yaml
 
 from algorithms.config import FinetuneConfig
 from orchestrator import launches
+from orchestrator.rundir import SPEC_JSON, SPEC_YAML, TRIAL_OUT
 from orchestrator.spec import (
     GridSpec, ResourceSpec, SpecError, cell_overrides, check_resources, expand_trials, load_spec,
     local_machine_resources, resolved_record, short_value, spec_from_record, trial_label,
     TRIAL_KEY, split_trial_key, trial_cell, trial_key, trial_seed,
 )
 
-SPEC_YAML = "spec.yaml"
-SPEC_JSON = "spec.resolved.json"
-TRIAL_OUT = "trial"
 KEEP_CHECKPOINTS = 3
 
 
@@ -279,32 +276,14 @@ def _progress(spec: GridSpec, name: str):
     return GridProgress(name, tuple(spec.sweep))
 
 
-def _finish(run_dir: Path, results, analyze: bool) -> GridOutcome:
+def _finish(run_dir: Path, results) -> GridOutcome:
     from orchestrator.grid_progress import is_complete
 
     # Tune reports the trials of an interrupted run as TERMINATED too: finished = reported the last iteration
     failed = sum(r.error is not None for r in results)
     finished = sum(r.error is None and is_complete(r.metrics, r.config or {}) for r in results)
-    outcome = GridOutcome(run_dir, results, len(results), finished, failed)
     launches.record_end(run_dir, len(results), finished, failed)
-    if analyze:
-        try:
-            outcome.report = run_analysis(run_dir)
-        except Exception as e:  # the results are safe on disk; a broken report must not hide them
-            print(f"warning: the analysis failed ({type(e).__name__}: {e}); the results are in {run_dir}; "
-                  f"retry with `python -m orchestrator analyze {run_dir}`", file=sys.stderr, flush=True)
-    return outcome
-
-
-def run_analysis(run_dir: Path) -> Optional[Path]:
-    """``orchestrator.analysis.analyze(run_dir)`` when that module is there; returns the report path."""
-    import importlib.util
-
-    if importlib.util.find_spec("orchestrator.analysis") is None:
-        return None
-    from orchestrator.analysis import analyze
-
-    return Path(analyze(run_dir).report)
+    return GridOutcome(run_dir, results, len(results), finished, failed)
 
 
 def launch(
@@ -313,7 +292,6 @@ def launch(
     name: Optional[str] = None,
     address: Optional[str] = None,
     resume: bool = False,
-    analyze: bool = True,
 ) -> GridOutcome:
     """Run (or with ``resume`` continue) the grid of ``spec`` (a GridSpec or a YAML path) on Ray Tune.
 
@@ -351,11 +329,11 @@ def launch(
 
     with _on_cluster(spec, address):
         if restore:
-            return _restore(run_dir, spec, analyze)
+            return _restore(run_dir, spec)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / SPEC_YAML).write_text(spec_text if spec_text is not None else yaml.safe_dump(record["spec"], sort_keys=False))
         (run_dir / SPEC_JSON).write_text(json.dumps(record, indent=1))
-        return _fit(spec, run_dir, configs, analyze)
+        return _fit(spec, run_dir, configs)
 
 
 @contextlib.contextmanager
@@ -377,7 +355,7 @@ def _on_cluster(spec: GridSpec, address: Optional[str]):
             ray.shutdown()
 
 
-def _fit(spec: GridSpec, run_dir: Path, configs: list, analyze: bool) -> GridOutcome:
+def _fit(spec: GridSpec, run_dir: Path, configs: list) -> GridOutcome:
     from ray import tune
 
     launches.record_launch(run_dir, "start")
@@ -396,18 +374,18 @@ def _fit(spec: GridSpec, run_dir: Path, configs: list, analyze: bool) -> GridOut
     results = tuner.fit()
     if len(results) != len(configs):
         raise RuntimeError(f"Tune generated {len(results)} trials, the spec expands to {len(configs)}")
-    return _finish(run_dir, results, analyze)
+    return _finish(run_dir, results)
 
 
-def _restore(run_dir: Path, spec: GridSpec, analyze: bool) -> GridOutcome:
+def _restore(run_dir: Path, spec: GridSpec) -> GridOutcome:
     from ray.tune import Tuner
 
     tuner = Tuner.restore(str(run_dir), trainable=build_trainable(spec), resume_errored=True)
     launches.record_launch(run_dir, "resume")
-    return _finish(run_dir, tuner.fit(), analyze)
+    return _finish(run_dir, tuner.fit())
 
 
-def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None, analyze: bool = True) -> GridOutcome:
+def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None) -> GridOutcome:
     """Continue the grid in ``run_dir`` (which may have been moved since): finished trials are kept, unfinished
     and errored ones continue from their last checkpoint."""
     from ray.tune import Tuner
@@ -420,7 +398,7 @@ def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None, anal
     if not Tuner.can_restore(str(run_dir)):
         raise SpecError(f"{run_dir} has no Tune state to restore (tuner.pkl is missing): the grid never started; launch it with `grid SPEC --resume`")
     with _on_cluster(spec, address):
-        return _restore(run_dir, spec, analyze)
+        return _restore(run_dir, spec)
 
 
 def describe(outcome: GridOutcome) -> str:
