@@ -31,6 +31,7 @@ class ChainConfig:
     max_episode_steps: int = 8
     start_cell: Optional[int] = 0
     autoreset: bool = True
+    slip: float = 0.0  # probability that a move goes the other way: stochastic transitions given (s, a)
     env_id: str = "ToyChain-v0"
     control_mode: str = "sign"
 
@@ -41,6 +42,8 @@ class ChainConfig:
             raise ValueError(f"length must be >= 2 (a start cell and the goal), got {self.length}")
         if self.max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {self.max_episode_steps}")
+        if not 0 <= self.slip < 1:
+            raise ValueError(f"slip must be in [0, 1), got {self.slip}")
         if self.start_cell is not None and not 0 <= self.start_cell < self.length - 1:
             raise ValueError(f"start_cell must be a non-goal cell in [0, {self.length - 2}], got {self.start_cell}")
 
@@ -107,6 +110,10 @@ class ChainEnv(VectorEnv):
             raise ValueError(f"step got actions of shape {tuple(actions.shape)} for {len(ids)} envs with act_dim 1")
         goal, horizon = self.config.length - 1, self.config.max_episode_steps
         move = torch.where(a[:, 0] > 0, 1, -1)
+        if self.config.slip > 0:
+            # each env's own generator: a restored state meets fresh slips, so re-rollouts of (s, a) differ
+            u = torch.stack([torch.rand((), generator=self._gens[int(i)]) for i in ids])
+            move = torch.where(u < self.config.slip, -move, move)
         # clamped at both ends: stepping an ended episode without a reset is meaningless, but must not crash
         self._cell[ids] = (self._cell[ids] + move).clamp(0, goal)
         self._elapsed[ids] += 1
@@ -171,9 +178,10 @@ class ChainValues:
 
 @torch.no_grad()
 def exact_values(agent, gamma: float, config: ChainConfig) -> ChainValues:
-    """V, Q of the Gaussian policy ``agent`` (``agent.dist(obs)`` with act_dim 1) by backward induction:
-    Q(c, e, right) = [c + 1 = goal] + gamma * [c + 1 != goal] * V(c + 1, e + 1),
-    Q(c, e, left) = gamma * V(max(c - 1, 0), e + 1),  V = p_right * Q_right + (1 - p_right) * Q_left."""
+    """V, Q of the Gaussian policy ``agent`` (``agent.dist(obs)`` with act_dim 1) by backward induction; with
+    R(n, e) = [n = goal] + gamma * [n != goal] * V(n, e + 1) and slip probability s:
+    Q(c, e, right) = (1 - s) R(c + 1, e) + s R(max(c - 1, 0), e), Q(c, e, left) the mirror,
+    V = p_right * Q_right + (1 - p_right) * Q_left."""
     L, H = config.length, config.max_episode_steps
     goal = L - 1
     cells = torch.arange(L).repeat_interleave(H + 1)
@@ -184,10 +192,15 @@ def exact_values(agent, gamma: float, config: ChainConfig) -> ChainValues:
     v = torch.zeros(L, H + 1, dtype=torch.float64)
     ql = torch.zeros_like(v)
     qr = torch.zeros_like(v)
+    s = config.slip
+
+    def landing(n: int, e: int) -> float:
+        return 1.0 if n == goal else gamma * float(v[n, e + 1])
+
     for e in reversed(range(H)):
         for c in range(goal):
-            right = c + 1
-            qr[c, e] = 1.0 if right == goal else gamma * v[right, e + 1]
-            ql[c, e] = gamma * v[max(c - 1, 0), e + 1]
+            up, down = landing(c + 1, e), landing(max(c - 1, 0), e)
+            qr[c, e] = (1 - s) * up + s * down
+            ql[c, e] = (1 - s) * down + s * up
             v[c, e] = p[c, e] * qr[c, e] + (1 - p[c, e]) * ql[c, e]
     return ChainValues(v.float(), ql.float(), qr.float(), p.float(), L, H)

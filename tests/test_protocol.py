@@ -93,3 +93,19 @@ def test_selfclone_diagnostic_reports_before_and_after(tmp_path):
     res = self_clone(cfg, tmp_path / "sc")
     assert [i for i, _ in res.curve] == [0, 1, 2]
     assert "self-cloning under gae+awr" in res.line() and ("holds" in res.line() or "collapses" in res.line() or "drifts" in res.line())
+
+
+def test_critic_warmup_iterations_leave_the_policy_alone(tmp_path):
+    """gae_warmup_iters=1: iteration 1 trains only the critic (the reference's warmup_iters); iteration 2 updates the
+    policy, with the critic trained inside the update rule's loss (critic_training=joint)."""
+    from algorithms.checkpoint import load_policy
+
+    cfg = FinetuneConfig(estimator="gae", update="awr", gae_warmup_iters=1, **dict(TINY, num_iterations=1))
+    hist = run_trial(cfg, tmp_path / "w")
+    assert hist[1]["charts/critic_warmup"] == 1.0 and "losses/policy_loss" not in hist[1]
+    start, _ = load_policy(f"{CK}/start.pt")
+    after, _ = load_policy(tmp_path / "w" / "checkpoint" / "policy.pt")
+    assert all(torch.equal(a, b) for a, b in zip(start.actor_mean.parameters(), after.actor_mean.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(start.critic.parameters(), after.critic.parameters()))
+    hist = run_trial(FinetuneConfig(estimator="td", update="ppo", gae_warmup_iters=1, td_n=3, **TINY), tmp_path / "w2")
+    assert "charts/critic_warmup" not in hist[2] and "losses/value_loss" in hist[2] and "losses/policy_loss" in hist[2]
