@@ -20,6 +20,19 @@ class EvalResult:
         return {f"{prefix}{k}": v for k, v in self.__dict__.items()}
 
 
+def _rounds(venv: VectorEnv, count: int, seed: int, device, name: str):
+    """Seeded resets in rounds of ``venv.num_envs``: yields (n, obs [n, obs_dim]) until ``count`` envs have started;
+    env k of the whole evaluation starts from seed ``seed + k``."""
+    if count < 1:
+        raise ValueError(f"{name} must be >= 1, got {count}")
+    N = venv.num_envs
+    done = 0
+    while done < count:
+        n = min(N, count - done)
+        yield n, venv.reset(seeds=[seed + done + i for i in range(N)])[:n].to(device)
+        done += n
+
+
 @torch.no_grad()
 def evaluate(
     agent,
@@ -35,15 +48,9 @@ def evaluate(
     Episodes run in rounds of ``num_envs``; only envs whose episode is still running are stepped, so a
     success (which terminates the episode) saves simulator time on the cpu backend.
     """
-    if num_episodes < 1:
-        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
-    N = venv.num_envs
     gen = torch.Generator(device=device).manual_seed(seed)
     successes, returns, lengths = [], [], []
-    done_eps = 0
-    while done_eps < num_episodes:
-        n = min(N, num_episodes - done_eps)
-        obs = venv.reset(seeds=[seed + done_eps + i for i in range(N)])[:n].to(device)
+    for n, obs in _rounds(venv, num_episodes, seed, device, "num_episodes"):
         alive = torch.ones(n, dtype=torch.bool)
         succ = torch.zeros(n, dtype=torch.bool)
         ret = torch.zeros(n)
@@ -64,7 +71,6 @@ def evaluate(
         successes.append(succ)
         returns.append(ret)
         lengths.append(length)
-        done_eps += n
         if progress is not None:
             progress(n)
     s = torch.cat(successes).float()
@@ -93,15 +99,9 @@ def evaluate_fixed_steps(
     time mostly by succeeding: this count leans towards success compared with :func:`evaluate`.
     ``venv`` must auto-reset.
     """
-    if num_slots < 1:
-        raise ValueError(f"num_slots must be >= 1, got {num_slots}")
-    N = venv.num_envs
     gen = torch.Generator(device=device).manual_seed(seed)
     ended_success, returns, lengths = [], [], []
-    done = 0
-    while done < num_slots:
-        n = min(N, num_slots - done)
-        obs = venv.reset(seeds=[seed + done + i for i in range(N)])[:n].to(device)
+    for n, obs in _rounds(venv, num_slots, seed, device, "num_slots"):
         ids = torch.arange(n)
         succ = torch.zeros(n, dtype=torch.bool)
         ret = torch.zeros(n)
@@ -118,7 +118,6 @@ def evaluate_fixed_steps(
                 lengths.append(length[ended].clone())
                 succ[ended], ret[ended], length[ended] = False, 0.0, 0.0
             obs = step.obs.to(device)
-        done += n
     s = torch.cat(ended_success).float() if ended_success else torch.zeros(0)
     return EvalResult(
         success_rate=float(s.mean()) if s.numel() else 0.0,
