@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 
 from algorithms.config import require_at_least
+from algorithms.optim import optimizer_step
 from envs.config import REWARD_MODES
 
 
@@ -150,9 +151,7 @@ def pretrain_critic(cfg: CriticPretrainConfig, progress: bool = False) -> Path:
     for _ in tqdm(range(cfg.steps), desc="critic", unit="step", disable=not progress, mininterval=1.0):
         idx = torch.randint(M, (min(cfg.batch_size, M),), generator=gen).to(device)
         loss = (critic(obs[idx]).squeeze(-1) - targets[idx]).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        optimizer_step(opt, loss, critic.parameters(), None)
         recent = (recent + [loss.item()])[-100:]
     with torch.no_grad():
         pred = critic(obs).squeeze(-1)

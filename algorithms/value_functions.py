@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from algorithms.agent import mlp
 from algorithms.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from algorithms.optim import optimizer_step
 
 IQL_KEYS = ("q.0.weight", "q.6.weight", "v.0.weight", "v.6.weight")
 CRITIC_KEYS = ("critic.0.weight", "critic.6.weight")
@@ -78,16 +79,12 @@ class IQLLearner:
         with torch.no_grad():
             target_q = self.q_target(torch.cat([obs, actions], -1)).squeeze(-1)
         v_loss = expectile_loss(target_q - vals.value(obs), self.expectile)
-        self.v_opt.zero_grad()
-        v_loss.backward()
-        self.v_opt.step()
+        optimizer_step(self.v_opt, v_loss, vals.v.parameters(), None)
 
         with torch.no_grad():
             td_target = rewards + self.gamma * (1.0 - terminated.float()) * vals.value(next_obs)
         q_loss = (vals.q_value(obs, actions) - td_target).pow(2).mean()
-        self.q_opt.zero_grad()
-        q_loss.backward()
-        self.q_opt.step()
+        optimizer_step(self.q_opt, q_loss, vals.q.parameters(), None)
 
         with torch.no_grad():
             for p, tp in zip(vals.q.parameters(), self.q_target.parameters()):
