@@ -170,8 +170,6 @@ class CpuVectorEnv(VectorEnv):
 
     def _command(self, cmd: str, ids: np.ndarray, extra=None) -> None:
         """Send ``cmd`` to the workers hosting env ``ids`` (each gets its own ids), then wait for all of them."""
-        if self._closed:
-            raise EnvWorkerError("the vector env is closed")
         owners = self._owner[ids]
         workers = np.unique(owners)
         for w in workers:
@@ -183,6 +181,9 @@ class CpuVectorEnv(VectorEnv):
         self._gather(workers)
 
     def _ids(self, env_ids) -> np.ndarray:
+        """Validated env ids as an int64 array (all envs for None); refuses a closed env before any work."""
+        if self._closed:
+            raise EnvWorkerError("the vector env is closed")
         if env_ids is None:
             return np.arange(self.num_envs)
         ids = torch.as_tensor(env_ids).to("cpu", torch.int64).numpy().reshape(-1)
@@ -198,7 +199,7 @@ class CpuVectorEnv(VectorEnv):
             seeds = [seed + i for i in range(self.num_envs)]
         if len(seeds) != self.num_envs:
             raise ValueError(f"reset needs {self.num_envs} seeds, got {len(seeds)}")
-        ids = np.arange(self.num_envs)
+        ids = self._ids(None)
         owners = self._owner
         for w in range(self.num_workers):
             self._conns[w].send(("reset", [(int(i), int(seeds[i])) for i in ids[owners == w]]))
@@ -223,8 +224,7 @@ class CpuVectorEnv(VectorEnv):
         )
 
     def get_state(self):
-        ids = np.arange(self.num_envs)
-        self._command("get_state", ids)
+        self._command("get_state", self._ids(None))
         return EnvState(torch.from_numpy(self._buf.sim.copy()), torch.from_numpy(self._buf.elapsed.copy()))
 
     def set_state(self, state, env_ids=None, warmup=True):
