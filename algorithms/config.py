@@ -75,7 +75,7 @@ class FinetuneConfig:
     mc_deterministic: bool = False
     mc_horizon: Optional[int] = None  # cut re-rollouts after this many steps (None: run to episode end)
     mc_tolerance: Optional[float] = None  # or: cut where gamma^H < tolerance
-    mc_workers: int = 8  # re-rollout env slots (cpu: one process each)
+    mc_workers: int = 8  # re-rollout env slots (cpu: packed into at most one worker process per trial CPU)
 
     # IQL / SARSA
     iql_checkpoint: Optional[str] = field(default=None, metadata={"help": "Q/V checkpoint from pretrain-iql (sarsa: expectile 0.5)"})
