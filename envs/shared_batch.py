@@ -32,10 +32,8 @@ def _fields(num_envs: int, obs_dim: int, act_dim: int, state_dim: int):
 
 
 def new_memory_file() -> int:
-    """An empty anonymous memory file; its descriptor is inheritable by the worker processes."""
-    fd = os.memfd_create("o2o-vector-env", 0)
-    os.set_inheritable(fd, True)
-    return fd
+    """An empty anonymous memory file (close-on-exec: only the workers it is passed to get it)."""
+    return os.memfd_create("o2o-vector-env", os.MFD_CLOEXEC)
 
 
 class SharedBatch:
