@@ -113,7 +113,7 @@ class FinetuneConfig:
     mc_deterministic: bool = h(False, "re-rollout policy acts with its mean instead of sampling")
     mc_horizon: Optional[int] = h(None, "cut re-rollouts after this many steps (null: run to the episode's end)")
     mc_tolerance: Optional[float] = h(None, "or cut where gamma^H < this tolerance (reports the bias bound)")
-    mc_workers: int = h(8, "re-rollout env slots (cpu backend: one process each)")
+    mc_workers: int = h(8, "re-rollout env slots (cpu backend: packed into at most one worker process per trial CPU)")
 
     # IQL / SARSA
     iql_checkpoint: Optional[str] = h(None, "Q/V checkpoint from pretrain-iql (sarsa: expectile 0.5)")

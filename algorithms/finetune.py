@@ -82,8 +82,11 @@ def run_trial(
     report: Optional[ReportFn] = None,
     resume_from: Optional[str | Path] = None,
     progress: bool = False,
+    cpus: Optional[int] = None,
 ) -> list[dict]:
-    """Run (or continue) a trial; returns the list of per-iteration metric dicts (iteration 0 included)."""
+    """Run (or continue) a trial; returns the list of per-iteration metric dicts (iteration 0 included).
+    ``cpus``: CPUs granted to the trial, the most env worker processes its rollout and re-rollout envs each
+    start (None: the CPUs this process may run on); results do not depend on it."""
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
@@ -102,7 +105,7 @@ def run_trial(
         expert, _ = load_policy(cfg.expert_checkpoint, device=device, env_id=cfg.env_id, obs_dim=agent.obs_dim, act_dim=agent.act_dim)
         expert.eval()
 
-    env_cfg = EnvConfig(cfg.env_id, cfg.num_envs, cfg.control_mode, "sparse", backend=cfg.backend)
+    env_cfg = EnvConfig(cfg.env_id, cfg.num_envs, cfg.control_mode, "sparse", backend=cfg.backend, num_workers=cpus)
 
     def make_env(num_envs: int, autoreset: bool = True):
         return make_vector_env(env_cfg.replace(num_envs=num_envs, autoreset=autoreset))

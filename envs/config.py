@@ -1,11 +1,18 @@
 """Typed environment configuration, validated once."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 from envs.backend import BACKENDS
 
 REWARD_MODES = ("sparse", "dense", "normalized_dense", "none")
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which container and batch-job CPU limits set)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,9 @@ class EnvConfig:
     # with gamma 0.8, hovering near the goal for the shaped reward is worth more than the one success reward,
     # so a policy for which success is terminal learns to avoid succeeding.
     terminate_on_success: bool = True
+    num_workers: Optional[int] = field(default=None, metadata={"help": (
+        "cpu backend: worker processes hosting the envs (None: the CPUs this process may run on); "
+        "results do not depend on it")})
 
     def __post_init__(self):
         if self.num_envs < 1:
@@ -36,8 +46,14 @@ class EnvConfig:
             raise ValueError(f"max_episode_steps must be >= 1, got {self.max_episode_steps}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.num_workers is not None and self.num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
         if self.reward_mode not in REWARD_MODES:
             raise ValueError(f"unknown reward_mode {self.reward_mode!r}; choose one of {', '.join(REWARD_MODES)}")
+
+    def resolved_workers(self) -> int:
+        """Worker processes of the cpu backend: ``num_workers`` or the CPUs granted, at most one per env."""
+        return min(self.num_envs, self.num_workers or available_cpus())
 
     def replace(self, **changes) -> "EnvConfig":
         d = asdict(self)

@@ -1,7 +1,8 @@
 """Batched torch API over ManiSkill, the same on both backends.
 
 * ``gpu``: one ManiSkill env with ``num_envs=N`` on ``physx_cuda``.
-* ``cpu``: N worker processes with one CPU-PhysX env each (:mod:`envs.worker`).
+* ``cpu``: a few worker processes (by default one per CPU granted), each hosting a block of the N
+  CPU-PhysX envs (:mod:`envs.worker`); batch data in shared memory.
 
 Shapes: obs [N, obs_dim] float32, actions [N, act_dim], reward/terminated/truncated/success [N].
 Auto-reset is partial: an env whose episode ended (terminated or truncated) is reset on its own and the
@@ -23,6 +24,7 @@ import torch
 
 from envs.backend import resolve_backend
 from envs.config import EnvConfig
+from envs.shared_batch import SharedBatch, new_memory_file
 
 
 class Step(NamedTuple):
@@ -98,52 +100,98 @@ class VectorEnv:
         self.close()
 
 
+def worker_blocks(num_envs: int, num_workers: int) -> list[range]:
+    """Contiguous, balanced blocks of env ids, one per worker process (sizes differ by at most one)."""
+    return [range(w * num_envs // num_workers, (w + 1) * num_envs // num_workers) for w in range(num_workers)]
+
+
 class CpuVectorEnv(VectorEnv):
+    """``config.resolved_workers()`` processes, each hosting a contiguous block of the N envs (:mod:`envs.worker`).
+
+    Per call the driver writes the inputs into the shared batch (:mod:`envs.shared_batch`), sends each worker
+    concerned one short command naming its env ids, and reads the outputs once every one of them has answered.
+    An env's trajectory depends only on its own seed and actions, not on which process hosts it.
+    """
+
     backend = "cpu"
 
     def __init__(self, config: EnvConfig):
         self.config = config
         self.num_envs = config.num_envs
+        self.num_workers = config.resolved_workers()
         self.device = torch.device("cpu")
-        # Plain subprocesses rather than multiprocessing's spawn/forkserver: those re-import the
-        # caller's __main__, which breaks scripts and notebooks without a main guard.
-        self._conns, self._procs = [], []
-        args = json.dumps([config.env_id, config.control_mode, config.reward_mode, config.max_episode_steps, config.autoreset, config.terminate_on_success])
-        # one thread per worker (N workers share the cores); SAPIEN's missing-libvulkan notice is noise for state-only sims
+        self._closed = False
+        self._conns, self._procs, self._buf = [], [], None
+        self._mem_fd = new_memory_file()
+        self._blocks = worker_blocks(self.num_envs, self.num_workers)
+        self._owner = np.repeat(np.arange(self.num_workers), [len(b) for b in self._blocks])
+        # one thread per worker (the workers share the cores); SAPIEN's missing-libvulkan notice is noise for state-only sims
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                    PYTHONWARNINGS=",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), "ignore:Failed to find system libvulkan"])))
-        for _ in range(self.num_envs):
-            parent, child = socket.socketpair()
-            p = subprocess.Popen(
-                [sys.executable, "-m", "envs.worker", str(child.fileno()), args],
-                pass_fds=(child.fileno(),),
-                env=env,
-                stdin=subprocess.DEVNULL,
-            )
-            child.close()
-            self._conns.append(Connection(parent.detach()))
-            self._procs.append(p)
-        self._closed = False
         try:
-            dims = [self._recv(c) for c in self._conns]
-        except Exception:
+            # Plain subprocesses rather than multiprocessing's spawn/forkserver: those re-import the
+            # caller's __main__, which breaks scripts and notebooks without a main guard.
+            for block in self._blocks:
+                args = json.dumps([block.start, len(block), config.env_id, config.control_mode, config.reward_mode,
+                                   config.max_episode_steps, config.autoreset, config.terminate_on_success])
+                parent, child = socket.socketpair()
+                p = subprocess.Popen(
+                    [sys.executable, "-m", "envs.worker", str(child.fileno()), str(self._mem_fd), args],
+                    pass_fds=(child.fileno(), self._mem_fd), env=env, stdin=subprocess.DEVNULL,
+                )
+                child.close()
+                self._conns.append(Connection(parent.detach()))
+                self._procs.append(p)
+            dims = self._gather(range(self.num_workers))
+            self.obs_dim, self.act_dim, self.state_dim = dims[0]
+            self._buf = SharedBatch(self._mem_fd, self.num_envs, *dims[0], create=True)
+            for c in self._conns:
+                c.send(("attach", self.num_envs))
+        except BaseException:
             self.close()
             raise
-        self.obs_dim, self.act_dim, self.state_dim = dims[0]
 
-    def _recv(self, conn):
-        try:
-            status, payload = conn.recv()
-        except EOFError as e:
-            raise EnvWorkerError("an env worker process died") from e
-        if status != "ok":
-            raise EnvWorkerError(f"env worker failed:\n{payload}")
-        return payload
+    def _gather(self, workers) -> list:
+        """Every listed worker's answer, in order; all are read before an error is raised, so none is left behind."""
+        answers, failure = [], None
+        for w in workers:
+            try:
+                status, payload = self._conns[w].recv()
+            except (EOFError, OSError) as e:
+                failure = failure or EnvWorkerError(f"env worker process {w} (pid {self._procs[w].pid}) died")
+                failure.__cause__ = e
+                continue
+            if status != "ok":
+                failure = failure or EnvWorkerError(f"env worker {w} failed:\n{payload}")
+            answers.append(payload)
+        if failure is not None:
+            raise failure
+        return answers
 
-    def _call(self, ids, cmd, datas):
-        for i, d in zip(ids, datas):
-            self._conns[i].send((cmd, d))
-        return [self._recv(self._conns[i]) for i in ids]
+    def _command(self, cmd: str, ids: np.ndarray, extra=None) -> None:
+        """Send ``cmd`` to the workers hosting env ``ids`` (each gets its own ids), then wait for all of them."""
+        owners = self._owner[ids]
+        workers = np.unique(owners)
+        for w in workers:
+            mine = ids[owners == w].tolist()
+            try:
+                self._conns[w].send((cmd, mine if extra is None else (mine, extra)))
+            except OSError as e:
+                raise EnvWorkerError(f"env worker process {w} (pid {self._procs[w].pid}) died") from e
+        self._gather(workers)
+
+    def _ids(self, env_ids) -> np.ndarray:
+        """Validated env ids as an int64 array (all envs for None); refuses a closed env before any work."""
+        if self._closed:
+            raise EnvWorkerError("the vector env is closed")
+        if env_ids is None:
+            return np.arange(self.num_envs)
+        ids = torch.as_tensor(env_ids).to("cpu", torch.int64).numpy().reshape(-1)
+        if len(ids) and (ids.min() < 0 or ids.max() >= self.num_envs):
+            raise ValueError(f"env ids must be in 0..{self.num_envs - 1}, got {ids.tolist()}")
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError(f"env ids must be distinct, got {ids.tolist()}")
+        return ids
 
     def reset(self, seed=None, seeds=None):
         if seeds is None:
@@ -151,38 +199,48 @@ class CpuVectorEnv(VectorEnv):
             seeds = [seed + i for i in range(self.num_envs)]
         if len(seeds) != self.num_envs:
             raise ValueError(f"reset needs {self.num_envs} seeds, got {len(seeds)}")
-        obs = self._call(range(self.num_envs), "reset", [int(s) for s in seeds])
-        return torch.from_numpy(np.stack(obs))
+        ids = self._ids(None)
+        owners = self._owner
+        for w in range(self.num_workers):
+            self._conns[w].send(("reset", [(int(i), int(seeds[i])) for i in ids[owners == w]]))
+        self._gather(range(self.num_workers))
+        return torch.from_numpy(self._buf.obs.copy())
 
     def step(self, actions, env_ids=None):
-        ids = list(range(self.num_envs)) if env_ids is None else [int(i) for i in env_ids]
+        ids = self._ids(env_ids)
         acts = actions.detach().to("cpu", torch.float32).numpy()
         if len(acts) != len(ids):
             raise ValueError(f"step got {len(acts)} actions for {len(ids)} envs")
-        out = self._call(ids, "step", list(acts))
-        obs, rew, term, trunc, succ, final = zip(*out)
+        b = self._buf
+        b.act[ids] = acts
+        self._command("step", ids)
         return Step(
-            torch.from_numpy(np.stack(obs)),
-            torch.tensor(rew, dtype=torch.float32),
-            torch.tensor(term, dtype=torch.bool),
-            torch.tensor(trunc, dtype=torch.bool),
-            torch.tensor(succ, dtype=torch.bool),
-            torch.from_numpy(np.stack(final)),
+            torch.from_numpy(b.obs[ids]),  # fancy indexing copies out of the shared rows
+            torch.from_numpy(b.rew[ids]),
+            torch.from_numpy(b.term[ids]),
+            torch.from_numpy(b.trunc[ids]),
+            torch.from_numpy(b.succ[ids]),
+            torch.from_numpy(b.final[ids]),
         )
 
     def get_state(self):
-        out = self._call(range(self.num_envs), "get_state", [None] * self.num_envs)
-        flat, elapsed = zip(*out)
-        return EnvState(torch.from_numpy(np.stack(flat)), torch.tensor(elapsed, dtype=torch.int64))
+        self._command("get_state", self._ids(None))
+        return EnvState(torch.from_numpy(self._buf.sim.copy()), torch.from_numpy(self._buf.elapsed.copy()))
 
     def set_state(self, state, env_ids=None, warmup=True):
-        ids = list(range(self.num_envs)) if env_ids is None else [int(i) for i in env_ids]
+        ids = self._ids(env_ids)
         sim = state.sim.detach().to("cpu", torch.float32).numpy()
-        el = state.elapsed.to("cpu").tolist()
         if len(sim) != len(ids):
             raise ValueError(f"set_state got {len(sim)} states for {len(ids)} envs")
-        obs = self._call(ids, "set_state", [(sim[k], int(el[k]), warmup) for k in range(len(ids))])
-        return torch.from_numpy(np.stack(obs))
+        b = self._buf
+        b.sim[ids] = sim
+        b.elapsed[ids] = state.elapsed.to("cpu").numpy()
+        self._command("set_state", ids, bool(warmup))
+        return torch.from_numpy(b.obs[ids])
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the worker processes (for memory accounting)."""
+        return [p.pid for p in self._procs]
 
     def close(self):
         if getattr(self, "_closed", True):
@@ -191,15 +249,19 @@ class CpuVectorEnv(VectorEnv):
         for c in self._conns:
             try:
                 c.send(("close", None))
-            except (BrokenPipeError, OSError):
+            except OSError:
                 pass
         for p in self._procs:
             try:
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
         for c in self._conns:
             c.close()
+        if self._buf is not None:
+            self._buf.close()
+        os.close(self._mem_fd)
 
     def __del__(self):
         try:

@@ -1,6 +1,9 @@
-"""One ManiSkill env (CPU PhysX) in its own process, driven over a pipe by :class:`envs.vector.CpuVectorEnv`.
+"""A worker process of :class:`envs.vector.CpuVectorEnv`: several ManiSkill envs (CPU PhysX), stepped in turn.
 
-CPU simulation allows exactly one env per process, so the CPU backend vectorises over these workers.
+CPU PhysX refuses ``num_envs > 1`` inside one ManiSkill env, but separate ``gym.make`` envs of one env each
+live side by side in a process, each with its own scene, and give the same trajectories as one env per
+process (``tests/test_envs.py`` compares the layouts).  Commands come over a pipe; observations, actions,
+rewards, flags and states go through the shared batch (:mod:`envs.shared_batch`).
 """
 from __future__ import annotations
 
@@ -96,30 +99,76 @@ def restore_state(env, layout: StateLayout, flat, elapsed, env_idx=None, warmup:
         env._elapsed_steps[env_idx] = elapsed
 
 
-def worker_main(conn, env_id: str, control_mode: str, reward_mode: str, max_episode_steps: int, autoreset: bool, terminate_on_success: bool = True):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
+class EnvSlot:
+    """One env of a worker: the ManiSkill env and its autoreset seed stream (seeded by each seeded reset)."""
 
-    torch.set_num_threads(1)
-    try:
-        env = make_single_env(env_id, control_mode, reward_mode)
-        env.reset(seed=0)
-        layout = StateLayout(env.get_state_dict())
-        conn.send(("ok", (env.observation_space.shape[-1], env.action_space.shape[-1], layout.dim)))
-    except Exception:
-        conn.send(("error", traceback.format_exc()))
-        return
-    rng = np.random.default_rng(0)
+    def __init__(self, env):
+        self.env = env
+        self.rng = np.random.default_rng(0)
 
-    def obs_np(obs):
-        return obs[0].numpy().astype(np.float32)
-
-    def reset(seed, rebuild=False):
+    def reset(self, seed: int, rebuild: bool = False) -> np.ndarray:
         # A plain reset keeps PhysX's contact memory from the previous episode, so after a contact-rich episode
         # the same seed gives a (slightly) different trajectory.  Seeded resets asked for by the caller rebuild the
         # scene (about 0.2 s) so that they do not depend on history: resumed trials replay bit for bit.
-        obs, _ = env.reset(seed=int(seed), options={"reconfigure": True} if rebuild else None)
-        return obs_np(obs)
+        if rebuild:
+            self.rng = np.random.default_rng(int(seed))
+        obs, _ = self.env.reset(seed=int(seed), options={"reconfigure": True} if rebuild else None)
+        return obs[0].numpy()
+
+
+def worker_main(conn, mem_fd: int, first: int, count: int, env_id: str, control_mode: str, reward_mode: str,
+                max_episode_steps: int, autoreset: bool, terminate_on_success: bool = True):
+    """Serve envs ``first .. first+count-1`` of the batch: build them, report (obs_dim, act_dim, state_dim),
+    map the shared batch once told to, then run commands until "close".  Commands carry global env ids; data
+    travels through the shared batch rows of those ids, the reply ("ok" | "error", payload) says when."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    from envs.shared_batch import SharedBatch
+
+    torch.set_num_threads(1)
+    try:
+        slots = {}
+        for i in range(first, first + count):
+            env = make_single_env(env_id, control_mode, reward_mode)
+            env.reset(seed=0)
+            slots[i] = EnvSlot(env)
+        layout = StateLayout(env.get_state_dict())
+        dims = (env.observation_space.shape[-1], env.action_space.shape[-1], layout.dim)
+        conn.send(("ok", dims))
+        cmd, num_envs = conn.recv()
+        if cmd != "attach":
+            return
+        buf = SharedBatch(mem_fd, num_envs, *dims)
+    except Exception:
+        conn.send(("error", traceback.format_exc()))
+        return
+
+    def step(ids):
+        for i in ids:
+            env = slots[i].env
+            obs, rew, term, _, info = env.step(torch.from_numpy(buf.act[i : i + 1]))
+            buf.term[i] = term_i = bool(term[0]) and terminate_on_success
+            buf.trunc[i] = trunc_i = int(env._elapsed_steps[0]) >= max_episode_steps
+            buf.succ[i] = bool(info["success"][0]) if "success" in info else False
+            buf.rew[i] = float(rew[0])
+            buf.final[i] = obs[0].numpy()
+            if autoreset and (term_i or trunc_i):
+                buf.obs[i] = slots[i].reset(slots[i].rng.integers(2**31))
+            else:
+                buf.obs[i] = buf.final[i]
+
+    def get_state(ids):
+        for i in ids:
+            env = slots[i].env
+            buf.sim[i] = layout.flatten(env.get_state_dict())[0].numpy()
+            buf.elapsed[i] = int(env._elapsed_steps[0])
+
+    def set_state(ids, warmup):
+        for i in ids:
+            env = slots[i].env
+            restore_state(env, layout, torch.from_numpy(buf.sim[i : i + 1].copy()), [int(buf.elapsed[i])], None, warmup)
+            buf.obs[i] = env.get_obs()[0].numpy()
 
     while True:
         try:
@@ -128,33 +177,28 @@ def worker_main(conn, env_id: str, control_mode: str, reward_mode: str, max_epis
             break
         try:
             if cmd == "step":
-                obs, rew, term, _, info = env.step(torch.as_tensor(data[None], dtype=torch.float32))
-                term_b = bool(term[0]) and terminate_on_success
-                trunc_b = int(env._elapsed_steps[0]) >= max_episode_steps
-                success = bool(info["success"][0]) if "success" in info else False
-                final = obs_np(obs)
-                nxt = final
-                if autoreset and (term_b or trunc_b):
-                    nxt = reset(rng.integers(2**31))
-                conn.send(("ok", (nxt, float(rew[0]), term_b, trunc_b, success, final)))
+                step(data)
             elif cmd == "reset":
-                rng = np.random.default_rng(int(data))
-                conn.send(("ok", reset(data, rebuild=True)))
+                for i, seed in data:
+                    buf.obs[i] = slots[i].reset(seed, rebuild=True)
             elif cmd == "get_state":
-                flat = layout.flatten(env.get_state_dict())[0].numpy().astype(np.float32)
-                conn.send(("ok", (flat, int(env._elapsed_steps[0]))))
+                get_state(data)
             elif cmd == "set_state":
-                flat, elapsed, warmup = data
-                restore_state(env, layout, torch.as_tensor(flat[None]), [elapsed], None, warmup)
-                conn.send(("ok", obs_np(env.get_obs())))
+                set_state(*data)
             elif cmd == "close":
-                conn.send(("ok", None))
                 break
             else:
-                conn.send(("error", f"unknown command {cmd!r}"))
+                raise ValueError(f"unknown command {cmd!r}")
+            conn.send(("ok", None))
         except Exception:
             conn.send(("error", traceback.format_exc()))
-    env.close()
+    for slot in slots.values():
+        slot.env.close()
+    buf.close()
+    try:
+        conn.send(("ok", None))
+    except OSError:  # the driver is gone
+        pass
 
 
 if __name__ == "__main__":
@@ -163,8 +207,8 @@ if __name__ == "__main__":
     from multiprocessing.connection import Connection
 
     _conn = Connection(int(sys.argv[1]))
-    worker_main(_conn, *json.loads(sys.argv[2]))
-    # The env is closed and the parent has its answer; skip interpreter teardown (2-3 s of module
+    worker_main(_conn, int(sys.argv[2]), *json.loads(sys.argv[3]))
+    # The envs are closed and the parent has its answer; skip interpreter teardown (2-3 s of module
     # cleanup, more on a loaded machine, which made close() hit its 5 s wait and kill the worker).
     sys.stdout.flush()
     sys.stderr.flush()

@@ -76,19 +76,31 @@ def grid_trial(config: dict, gpu_fraction: float = 0.0) -> None:
     device = resolve_device(cfg.device)
     where = out_dir / placement.PLACEMENT_FILE
     record = placement.record_start(where, device, gpu_fraction)
+    cpus = trial_cpus()
     try:
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
-            run_trial(cfg, out_dir, report=report)
+            run_trial(cfg, out_dir, report=report, cpus=cpus)
         else:
             with checkpoint.as_directory() as resume_from:
-                run_trial(cfg, out_dir, report=report, resume_from=resume_from)
+                run_trial(cfg, out_dir, report=report, resume_from=resume_from, cpus=cpus)
         placement.record_end(where, record, device)
     finally:
         if uses_gpu:
             # memory of a finished trial is not always released before the next one starts on the GPU
             gc.collect()
             torch.cuda.empty_cache()
+
+
+def trial_cpus() -> Optional[int]:
+    """CPUs of the running trial's placement group (all its bundles; at least 1), None outside one.  Ray does not
+    pin trials to cores, so this, not the process's affinity, is what the trial's env worker processes share."""
+    from ray.util import get_current_placement_group
+
+    pg = get_current_placement_group()
+    if pg is None:
+        return None
+    return max(1, int(sum(b.get("CPU", 0) for b in pg.bundle_specs)))
 
 
 def trial_resources(config: dict, resources: ResourceSpec, estimators: dict):

@@ -44,8 +44,8 @@ def horizon_from(cfg) -> Optional[int]:
 class RerolloutEngine:
     """Runs re-rollout jobs (restore a state, follow a policy, return the discounted return) on K env slots.
 
-    ``venv`` must have ``autoreset=False``; on the cpu backend each slot is a worker process, so the jobs are
-    spread over K processes; on the gpu backend the K slots are one batched env.
+    ``venv`` must have ``autoreset=False``; on the cpu backend the K slots are spread over its worker processes
+    (several slots per process); on the gpu backend the K slots are one batched env.
     """
 
     def __init__(self, venv: VectorEnv, gamma: float, reward_scale: float = 1.0, horizon: Optional[int] = None, warmup: bool = True):
