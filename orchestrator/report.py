@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import pandas as pd
 
+from orchestrator.search import report_section as search_report
 from orchestrator.stats import Interval
 
 if TYPE_CHECKING:
@@ -172,6 +173,7 @@ def write_report(exp: "Experiment", summary: "Summary", figures: Sequence[Path],
     if "compute_cost.png" in fig:
         parts.append("![compute cost](compute_cost.png)")
     parts += ["## Estimator quality", "Mean of each `quality/*` metric over every measured iteration and run.", quality_markdown(summary)]
+    parts += search_report(exp.run_dir, exp.results)
     parts += ["## Placement", placement_markdown(exp)]
     parts += ["## Launches", launches_markdown(exp)]
     parts += ["## Failures", markdown_table(header, failures) if failures else "_None._"]

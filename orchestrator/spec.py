@@ -45,6 +45,7 @@ from typing import Any, Iterable, Optional
 import yaml
 
 from algorithms.config import FinetuneConfig
+from orchestrator.search import SchedulerSpec, SearchSpec, parse_scheduler, parse_search
 
 
 class SpecError(ValueError):
@@ -66,7 +67,7 @@ SECTION_OF = {
     "iql_checkpoint": "checkpoints.iql / checkpoints.sarsa", "gae_critic_checkpoint": "checkpoints.critic",
 }
 TOP_KEYS = ("name", "env", "checkpoints", "estimators", "updates", "seeds", "shared", "per_method", "sweep",
-            "budget", "eval", "resources", "max_failures", "storage")
+            "budget", "eval", "resources", "max_failures", "storage", "search", "scheduler")
 REQUIRED_KEYS = ("name", "checkpoints", "estimators", "updates")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -120,6 +121,8 @@ class GridSpec:
     resources: ResourceSpec = field(default_factory=ResourceSpec)
     max_failures: int = 1
     storage: str = "runs/grid"  # absolute after loading
+    search: Optional[SearchSpec] = None  # per-cell hyperparameter search (orchestrator.search)
+    scheduler: Optional[SchedulerSpec] = None  # per-cell early stopping (orchestrator.search)
 
     @property
     def run_dir(self) -> Path:
@@ -409,9 +412,31 @@ def parse_spec(data: dict, base_dir: str | os.PathLike | None = None) -> GridSpe
         name=name, checkpoints=checkpoints, estimators=estimators, updates=updates, seeds=seeds, env=env,
         shared=shared, per_method=per_method, sweep=sweep, budget=budget, eval=eval_,
         resources=_resources(data.get("resources")), max_failures=max_failures, storage=storage,
+        **_search_blocks(data, base, {"shared": shared, "budget": budget, "eval": eval_,
+                                      **{f"per_method.{m}": d for m, d in per_method.items()}}, seeds, sweep),
     )
     _check_needed_checkpoints(spec)
     return spec
+
+
+def _search_blocks(data: dict, base: Path, fixed: dict[str, dict], seeds: tuple, sweep: dict) -> dict:
+    """``search``/``scheduler`` of GridSpec from the spec's blocks (parsed by orchestrator.search)."""
+    taken = {**AXIS_FIELDS, **ENV_FIELDS, **{f: SECTION_OF[f] for f in PATH_FIELDS}}
+    for where, d in fixed.items():
+        for k in d:
+            taken.setdefault(k, where)
+    try:
+        search = parse_search(data.get("search"), lambda n, v, p: _field_value(n, v, p, base), _FIELDS, taken)
+        scheduler = parse_scheduler(data.get("scheduler"), search)
+    except SpecError:
+        raise
+    except ValueError as e:
+        raise SpecError(str(e)) from None
+    if search is not None and len(seeds) > 1:
+        raise SpecError(f"search: each sampled config runs with one seed, but seeds lists {len(seeds)}; set seeds to one seed")
+    if search is not None and sweep:
+        raise SpecError(f"search: a spec either sweeps or searches; move sweep.{next(iter(sweep))} into search.space as {{choice: [...]}}")
+    return {"search": search, "scheduler": scheduler}
 
 
 def _check_needed_checkpoints(spec: GridSpec) -> None:

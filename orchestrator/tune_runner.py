@@ -38,6 +38,7 @@ import yaml
 
 from algorithms.config import FinetuneConfig
 from orchestrator import launches
+from orchestrator.search import cell_key, num_trials
 from orchestrator.spec import (
     GridSpec, ResourceSpec, SpecError, cell_overrides, check_resources, expand_trials, load_spec,
     local_machine_resources, resolved_record, short_value, spec_from_record, trial_label,
@@ -372,13 +373,19 @@ def _on_cluster(spec: GridSpec, address: Optional[str]):
 def _fit(spec: GridSpec, run_dir: Path, configs: list, analyze: bool) -> GridOutcome:
     from ray import tune
 
+    from orchestrator.cell_search import tune_options
+
     launches.record_launch(run_dir, "start")
     sweep_keys = tuple(spec.sweep)
+    # a search samples each cell's trials itself (from one config per cell); a grid enumerates the param space
+    cells = {cell_key(c.to_dict()): c.to_dict() for c in configs}
+    search = tune_options(spec.search, spec.scheduler, cells, max(c.num_iterations for c in configs))
+    expected = num_trials(spec.search, len(cells)) if spec.search else len(configs)
     tuner = tune.Tuner(
         build_trainable(spec),
-        param_space=param_space(spec),
+        param_space={} if spec.search else param_space(spec),
         tune_config=tune.TuneConfig(
-            num_samples=1,
+            **{"num_samples": 1, **search},
             reuse_actors=False,
             trial_name_creator=functools.partial(trial_name, sweep_keys=sweep_keys),
             trial_dirname_creator=functools.partial(trial_dirname, sweep_keys=sweep_keys),
@@ -386,8 +393,8 @@ def _fit(spec: GridSpec, run_dir: Path, configs: list, analyze: bool) -> GridOut
         run_config=_run_config(spec, run_dir),
     )
     results = tuner.fit()
-    if len(results) != len(configs):
-        raise RuntimeError(f"Tune generated {len(results)} trials, the spec expands to {len(configs)}")
+    if len(results) != expected:
+        raise RuntimeError(f"Tune generated {len(results)} trials, the spec expands to {expected}")
     return _finish(run_dir, results, analyze)
 
 
