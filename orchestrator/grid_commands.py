@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from orchestrator.cli_args import add_dataclass_args, dataclass_from_args
+from orchestrator.submit import SlurmConfig
+
 
 def _exit_for(outcome) -> None:
     from orchestrator.tune_runner import describe
@@ -31,11 +34,10 @@ def _cmd_resume(ns) -> None:
 
 
 def _cmd_submit(ns) -> None:
-    from orchestrator.submit import SlurmConfig, SubmitError, submit, wait_for_job, write_sbatch
+    from orchestrator.submit import SubmitError, submit, wait_for_job, write_sbatch
 
     if ns.slurm:
-        cfg = SlurmConfig(nodes=ns.nodes, cpus_per_node=ns.cpus_per_node, gpus_per_node=ns.gpus_per_node, time=ns.time,
-                          partition=ns.partition, account=ns.account, port=ns.port, venv=ns.venv or None)
+        cfg = dataclass_from_args(SlurmConfig, ns)
         out = write_sbatch(ns.slurm, ns.spec, cfg, storage=ns.storage, name=ns.name, working_dir=ns.working_dir)
         print(f"wrote {out}: run it with `sbatch {out}`")
         return
@@ -80,14 +82,6 @@ def add_grid_commands(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--pip", nargs="+", default=None, metavar="REQ", help="pip requirements installed into the job's environment")
     sp.add_argument("--token-file", default=None, help="Ray auth token file (default: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)")
     sp.add_argument("--wait", action="store_true", help="follow the job's logs until it ends; exit 1 unless it succeeded")
-    g = sp.add_argument_group("SLURM (with --slurm)")
-    g.add_argument("--slurm", default=None, metavar="OUT.sbatch", help="write a SLURM batch script instead of submitting")
-    g.add_argument("--nodes", type=int, default=1, help="nodes (default: 1)")
-    g.add_argument("--cpus-per-node", type=int, default=16, help="CPUs per node (default: 16)")
-    g.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node (default: 0)")
-    g.add_argument("--time", default="24:00:00", help="wall-clock limit (default: 24:00:00)")
-    g.add_argument("--partition", default=None, help="SLURM partition")
-    g.add_argument("--account", default=None, help="SLURM account")
-    g.add_argument("--port", type=int, default=6379, help="Ray head port (default: 6379)")
-    g.add_argument("--venv", default=".venv", help="virtualenv activated in the job ('' for none; default: .venv)")
+    sp.add_argument("--slurm", default=None, metavar="OUT.sbatch", help="write a SLURM batch script instead of submitting")
+    add_dataclass_args(sp, SlurmConfig, group="SLURM batch script (with --slurm)")
     sp.set_defaults(func=_cmd_submit)

@@ -28,8 +28,10 @@ import gc
 import json
 import os
 import re
+import signal
 import socket
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -392,7 +394,8 @@ def _fit(spec: GridSpec, run_dir: Path, configs: list, analyze: bool) -> GridOut
         ),
         run_config=_run_config(spec, run_dir),
     )
-    results = tuner.fit()
+    with _sigterm_stops_tune():
+        results = tuner.fit()
     if len(results) != expected:
         raise RuntimeError(f"Tune generated {len(results)} trials, the spec expands to {expected}")
     return _finish(run_dir, results, analyze)
@@ -403,7 +406,24 @@ def _restore(run_dir: Path, spec: GridSpec, analyze: bool) -> GridOutcome:
 
     tuner = Tuner.restore(str(run_dir), trainable=build_trainable(spec), resume_errored=True)
     launches.record_launch(run_dir, "resume")
-    return _finish(run_dir, tuner.fit(), analyze)
+    with _sigterm_stops_tune():
+        results = tuner.fit()
+    return _finish(run_dir, results, analyze)
+
+
+@contextlib.contextmanager
+def _sigterm_stops_tune():
+    """Batch systems end a job with SIGTERM (SLURM: scancel, requeue, time limit).  Tune stops gracefully on
+    SIGUSR1 as on Ctrl-C, saving the experiment state (a trial that just finished is recorded as finished), so
+    SIGTERM is passed on as SIGUSR1 while the experiment runs.  Signal handlers exist in the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGUSR1))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None, analyze: bool = True) -> GridOutcome:
