@@ -46,6 +46,7 @@ import yaml
 
 from algorithms.config import FinetuneConfig
 from orchestrator.search import SchedulerSpec, SearchSpec, parse_scheduler, parse_search
+from orchestrator.tracking import TrackingSpec, parse_tracking
 
 
 class SpecError(ValueError):
@@ -67,7 +68,7 @@ SECTION_OF = {
     "iql_checkpoint": "checkpoints.iql / checkpoints.sarsa", "gae_critic_checkpoint": "checkpoints.critic",
 }
 TOP_KEYS = ("name", "env", "checkpoints", "estimators", "updates", "seeds", "shared", "per_method", "sweep",
-            "budget", "eval", "resources", "max_failures", "storage", "search", "scheduler")
+            "budget", "eval", "resources", "max_failures", "storage", "search", "scheduler", "tracking")
 REQUIRED_KEYS = ("name", "checkpoints", "estimators", "updates")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -123,6 +124,7 @@ class GridSpec:
     storage: str = "runs/grid"  # absolute after loading
     search: Optional[SearchSpec] = None  # per-cell hyperparameter search (orchestrator.search)
     scheduler: Optional[SchedulerSpec] = None  # per-cell early stopping (orchestrator.search)
+    tracking: Optional[TrackingSpec] = None  # W&B / MLflow logging (orchestrator.tracking)
 
     @property
     def run_dir(self) -> Path:
@@ -420,7 +422,7 @@ def parse_spec(data: dict, base_dir: str | os.PathLike | None = None) -> GridSpe
 
 
 def _search_blocks(data: dict, base: Path, fixed: dict[str, dict], seeds: tuple, sweep: dict) -> dict:
-    """``search``/``scheduler`` of GridSpec from the spec's blocks (parsed by orchestrator.search)."""
+    """``search``/``scheduler``/``tracking`` of GridSpec from the spec's blocks (orchestrator.search, .tracking)."""
     taken = {**AXIS_FIELDS, **ENV_FIELDS, **{f: SECTION_OF[f] for f in PATH_FIELDS}}
     for where, d in fixed.items():
         for k in d:
@@ -428,6 +430,7 @@ def _search_blocks(data: dict, base: Path, fixed: dict[str, dict], seeds: tuple,
     try:
         search = parse_search(data.get("search"), lambda n, v, p: _field_value(n, v, p, base), _FIELDS, taken)
         scheduler = parse_scheduler(data.get("scheduler"), search)
+        tracking = parse_tracking(data.get("tracking"), base)
     except SpecError:
         raise
     except ValueError as e:
@@ -436,7 +439,7 @@ def _search_blocks(data: dict, base: Path, fixed: dict[str, dict], seeds: tuple,
         raise SpecError(f"search: each sampled config runs with one seed, but seeds lists {len(seeds)}; set seeds to one seed")
     if search is not None and sweep:
         raise SpecError(f"search: a spec either sweeps or searches; move sweep.{next(iter(sweep))} into search.space as {{choice: [...]}}")
-    return {"search": search, "scheduler": scheduler}
+    return {"search": search, "scheduler": scheduler, "tracking": tracking}
 
 
 def _check_needed_checkpoints(spec: GridSpec) -> None:

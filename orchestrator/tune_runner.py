@@ -258,12 +258,14 @@ def _local_run(address: Optional[str]) -> bool:
 def _run_config(spec: GridSpec, run_dir: Path):
     from ray import tune
 
+    from orchestrator.tracking_callbacks import tracking_callbacks
+
     return tune.RunConfig(
         name=run_dir.name,
         storage_path=str(run_dir.parent),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures, fail_fast=False),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
-        callbacks=[_progress(spec, run_dir.name)],
+        callbacks=[_progress(spec, run_dir.name), *tracking_callbacks(spec.tracking, run_dir.name)],
         verbose=0,  # GridProgress prints the status instead of Tune's full table
     )
 
