@@ -96,7 +96,9 @@ def _cmd_analyze(ns):
     from orchestrator.analysis import analyze
     from orchestrator.report import summary_markdown
 
-    out = analyze(ns.run_dir, ns.out, target=ns.target, reps=ns.reps)
+    from orchestrator.storage import analyze_uri, is_local
+
+    out = (analyze if is_local(ns.run_dir) else analyze_uri)(ns.run_dir, ns.out, target=ns.target, reps=ns.reps)
     print(summary_markdown(out.summary))
     failed = int((out.experiment.trials["status"] == "ERROR").sum())
     if failed:

@@ -46,6 +46,7 @@ import yaml
 
 from algorithms.config import FinetuneConfig
 from orchestrator.search import SchedulerSpec, SearchSpec, parse_scheduler, parse_search
+from orchestrator.storage import check_uri, is_local, local_path
 from orchestrator.tracking import TrackingSpec, parse_tracking
 
 
@@ -121,7 +122,7 @@ class GridSpec:
     eval: dict = field(default_factory=dict)  # subset of EVAL_FIELDS -> value
     resources: ResourceSpec = field(default_factory=ResourceSpec)
     max_failures: int = 1
-    storage: str = "runs/grid"  # absolute after loading
+    storage: str = "runs/grid"  # absolute after loading; or a remote URI (orchestrator.storage)
     search: Optional[SearchSpec] = None  # per-cell hyperparameter search (orchestrator.search)
     scheduler: Optional[SchedulerSpec] = None  # per-cell early stopping (orchestrator.search)
     tracking: Optional[TrackingSpec] = None  # W&B / MLflow logging (orchestrator.tracking)
@@ -406,9 +407,13 @@ def parse_spec(data: dict, base_dir: str | os.PathLike | None = None) -> GridSpe
     storage = data.get("storage", "runs/grid")
     if not isinstance(storage, str) or not storage:
         raise SpecError(f"storage: expected a directory path, got {storage!r}")
-    if "://" in storage:
-        raise SpecError(f"storage: {storage} is a URI; use a filesystem path every node can reach (e.g. an NFS mount)")
-    storage = str((base / os.path.expanduser(storage)).resolve())
+    if is_local(storage):
+        storage = str((base / os.path.expanduser(local_path(storage))).resolve())
+    else:
+        try:
+            storage = check_uri(storage)
+        except ValueError as e:
+            raise SpecError(str(e)) from None
 
     spec = GridSpec(
         name=name, checkpoints=checkpoints, estimators=estimators, updates=updates, seeds=seeds, env=env,

@@ -3,7 +3,7 @@ callbacks (``orchestrator.tracking_callbacks``), enabled by the grid spec::
 
     tracking:
       wandb: {project: o2o, mode: offline}                  # pip install -e '.[wandb]'
-      mlflow: {tracking_uri: runs/mlruns}                   # pip install -e '.[mlflow]'; a path = local file store
+      mlflow: {tracking_uri: runs/mlflow}                   # pip install -e '.[mlflow]'; a path = local store
 
 Each trial becomes one W&B run / MLflow run (grouped by the grid's name) with its full FinetuneConfig as
 config/params, every reported metric (``charts/env_steps`` among them: MLflow's step is the env step, in W&B
@@ -35,7 +35,8 @@ class WandbSpec:
 
 @dataclass(frozen=True)
 class MlflowSpec:
-    tracking_uri: str = field(metadata={"help": "MLflow tracking URI (http://..., databricks, ...) or a directory for a local file store"})
+    tracking_uri: str = field(metadata={"help": "MLflow tracking URI (http://..., sqlite:///..., databricks) or a directory for a local store"})
+    artifact_location: Optional[str] = field(default=None, metadata={"help": "where a new experiment keeps artifacts; null: DIR/artifacts for a local store, else the server's default"})
     experiment_name: Optional[str] = field(default=None, metadata={"help": "MLflow experiment; null: the grid's name"})
     save_artifact: bool = field(default=True, metadata={"help": "log the trial directory (checkpoint included) as artifacts at the trial's end"})
 
@@ -78,11 +79,15 @@ def _need(module: str, extra: str, path: str) -> None:
         raise ValueError(f"{path}: needs the {module} package, which is not installed: pip install -e '.[{extra}]'")
 
 
-def local_tracking_uri(uri: str, base_dir: Path) -> str:
-    """A plain path becomes a ``file://`` URI (relative to ``base_dir``); URIs pass unchanged."""
-    if "://" in uri or uri == "databricks" or uri.startswith("databricks"):
-        return uri
-    return (base_dir / os.path.expanduser(uri)).resolve().as_uri()
+def local_store(uri: str, base_dir: Path) -> tuple[str, Optional[str]]:
+    """(tracking URI, artifact location) for ``tracking_uri``.  A plain directory (relative to ``base_dir``) is a
+    local store: ``sqlite:///DIR/mlflow.db`` with artifacts in ``DIR/artifacts`` (MLflow 3 refuses its old
+    ``file://`` store unless $MLFLOW_ALLOW_FILE_STORE is set; a ``file://`` URI is passed on as given).
+    Other URIs pass unchanged, artifacts going where their server says."""
+    if "://" in uri or uri.startswith("databricks"):
+        return uri, None
+    d = (base_dir / os.path.expanduser(uri)).resolve()
+    return f"sqlite:///{d / 'mlflow.db'}", (d / "artifacts").as_uri()
 
 
 def parse_tracking(data, base_dir: Path) -> Optional[TrackingSpec]:
@@ -104,7 +109,8 @@ def parse_tracking(data, base_dir: Path) -> Optional[TrackingSpec]:
     if d.get("mlflow") is not None:
         m = _block(MlflowSpec, d["mlflow"], "tracking.mlflow")
         _need("mlflow", "mlflow", "tracking.mlflow")
-        mlflow = MlflowSpec(tracking_uri=local_tracking_uri(_string(m["tracking_uri"], "tracking.mlflow.tracking_uri"), base_dir),
+        uri, artifacts = local_store(_string(m["tracking_uri"], "tracking.mlflow.tracking_uri"), base_dir)
+        mlflow = MlflowSpec(tracking_uri=uri, artifact_location=m.get("artifact_location", artifacts),
                             experiment_name=_string(m.get("experiment_name"), "tracking.mlflow.experiment_name", optional=True),
                             save_artifact=_flag(m.get("save_artifact", True), "tracking.mlflow.save_artifact"))
     if wandb is None and mlflow is None:

@@ -41,6 +41,7 @@ import yaml
 from algorithms.config import FinetuneConfig
 from orchestrator import launches
 from orchestrator.search import cell_key, num_trials
+from orchestrator.storage import RemoteRun, analyze_uri, is_local, local_path, remote_run
 from orchestrator.spec import (
     GridSpec, ResourceSpec, SpecError, cell_overrides, check_resources, expand_trials, load_spec,
     local_machine_resources, resolved_record, short_value, spec_from_record, trial_label,
@@ -162,7 +163,7 @@ def trial_name(trial, sweep_keys: tuple = ()) -> str:
 
 @dataclass
 class GridOutcome:
-    run_dir: Path
+    run_dir: Union[Path, str]  # a str: the URI of a remote run
     results: object  # ray.tune.ResultGrid
     num_trials: int
     num_finished: int
@@ -262,10 +263,10 @@ def _run_config(spec: GridSpec, run_dir: Path):
 
     return tune.RunConfig(
         name=run_dir.name,
-        storage_path=str(run_dir.parent),
+        storage_path=spec.storage,  # a local directory or a remote URI (orchestrator.storage)
         failure_config=tune.FailureConfig(max_failures=spec.max_failures, fail_fast=False),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
-        callbacks=[_progress(spec, run_dir.name), *tracking_callbacks(spec.tracking, run_dir.name)],
+        callbacks=[_progress(spec, run_dir.name), *tracking_callbacks(spec.tracking, run_dir.name, str(run_dir))],
         verbose=0,  # GridProgress prints the status instead of Tune's full table
     )
 
@@ -276,17 +277,19 @@ def _progress(spec: GridSpec, name: str):
     return GridProgress(name, tuple(spec.sweep))
 
 
-def _finish(run_dir: Path, results, analyze: bool) -> GridOutcome:
+def _finish(run_dir: Path, results, analyze: bool, remote: Optional[RemoteRun] = None) -> GridOutcome:
     from orchestrator.grid_progress import is_complete
 
     # Tune reports the trials of an interrupted run as TERMINATED too: finished = reported the last iteration
     failed = sum(r.error is not None for r in results)
     finished = sum(r.error is None and is_complete(r.metrics, r.config or {}) for r in results)
-    outcome = GridOutcome(run_dir, results, len(results), finished, failed)
+    outcome = GridOutcome(run_dir if remote is None else remote.uri, results, len(results), finished, failed)
     launches.record_end(run_dir, len(results), finished, failed)
+    if remote is not None:
+        remote.push()
     if analyze:
         try:
-            outcome.report = run_analysis(run_dir)
+            outcome.report = run_analysis(run_dir) if remote is None else Path(analyze_uri(remote.uri).report)
         except Exception as e:  # the results are safe on disk; a broken report must not hide them
             print(f"warning: the analysis failed ({type(e).__name__}: {e}); the results are in {run_dir}; "
                   f"retry with `python -m orchestrator analyze {run_dir}`", file=sys.stderr, flush=True)
@@ -329,18 +332,20 @@ def launch(
         spec = spec.replace(**changes)
     configs = expand_trials(spec)
     record = _canonical(resolved_record(spec, configs))
-    run_dir = spec.run_dir
+    remote = remote_run(spec.storage, spec.name)
+    # a remote run is checked and started from a local staging copy of its own files
+    run_dir = spec.run_dir if remote is None else remote.pull_own_files()
 
     restore = False
     if run_dir.exists() and any(run_dir.iterdir()):
         if not resume:
-            raise SpecError(f"run directory {run_dir} already exists; pass --resume to continue it, or choose another --name")
+            raise SpecError(f"run directory {remote.uri if remote else run_dir} already exists; pass --resume to continue it, or choose another --name")
         saved = _read_record(run_dir)
         if saved.get("trials") != record["trials"]:
             raise SpecError(f"--resume: the spec differs from the one {run_dir} was started with ({_first_difference(saved.get('trials', []), record['trials'])}); use another --name for a new grid")
         from ray.tune import Tuner
 
-        restore = Tuner.can_restore(str(run_dir))
+        restore = Tuner.can_restore(remote.uri if remote else str(run_dir))
         if not restore and _has_trials(run_dir):
             raise SpecError(f"{run_dir} holds trials but no Tune state (tuner.pkl) to restore them from")
     elif run_dir.exists() and not run_dir.is_dir():
@@ -348,11 +353,11 @@ def launch(
 
     with _on_cluster(spec, address):
         if restore:
-            return _restore(run_dir, spec, analyze)
+            return _restore(run_dir, spec, analyze, remote)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / SPEC_YAML).write_text(spec_text if spec_text is not None else yaml.safe_dump(record["spec"], sort_keys=False))
         (run_dir / SPEC_JSON).write_text(json.dumps(record, indent=1))
-        return _fit(spec, run_dir, configs, analyze)
+        return _fit(spec, run_dir, configs, analyze, remote)
 
 
 @contextlib.contextmanager
@@ -374,12 +379,14 @@ def _on_cluster(spec: GridSpec, address: Optional[str]):
             ray.shutdown()
 
 
-def _fit(spec: GridSpec, run_dir: Path, configs: list, analyze: bool) -> GridOutcome:
+def _fit(spec: GridSpec, run_dir: Path, configs: list, analyze: bool, remote: Optional[RemoteRun] = None) -> GridOutcome:
     from ray import tune
 
     from orchestrator.cell_search import tune_options
 
     launches.record_launch(run_dir, "start")
+    if remote is not None:
+        remote.push()
     sweep_keys = tuple(spec.sweep)
     # a search samples each cell's trials itself (from one config per cell); a grid enumerates the param space
     cells = {cell_key(c.to_dict()): c.to_dict() for c in configs}
@@ -400,17 +407,19 @@ def _fit(spec: GridSpec, run_dir: Path, configs: list, analyze: bool) -> GridOut
         results = tuner.fit()
     if len(results) != expected:
         raise RuntimeError(f"Tune generated {len(results)} trials, the spec expands to {expected}")
-    return _finish(run_dir, results, analyze)
+    return _finish(run_dir, results, analyze, remote)
 
 
-def _restore(run_dir: Path, spec: GridSpec, analyze: bool) -> GridOutcome:
+def _restore(run_dir: Path, spec: GridSpec, analyze: bool, remote: Optional[RemoteRun] = None) -> GridOutcome:
     from ray.tune import Tuner
 
-    tuner = Tuner.restore(str(run_dir), trainable=build_trainable(spec), resume_errored=True)
+    tuner = Tuner.restore(remote.uri if remote else str(run_dir), trainable=build_trainable(spec), resume_errored=True)
     launches.record_launch(run_dir, "resume")
+    if remote is not None:
+        remote.push()
     with _sigterm_stops_tune():
         results = tuner.fit()
-    return _finish(run_dir, results, analyze)
+    return _finish(run_dir, results, analyze, remote)
 
 
 @contextlib.contextmanager
@@ -433,15 +442,18 @@ def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None, anal
     and errored ones continue from their last checkpoint."""
     from ray.tune import Tuner
 
-    run_dir = Path(run_dir).resolve()
+    remote = None if is_local(str(run_dir)) else RemoteRun.at(str(run_dir))
+    if remote is not None and not remote.exists():
+        raise SpecError(f"run directory {remote.uri} does not exist")
+    run_dir = Path(local_path(str(run_dir))).resolve() if remote is None else remote.pull_own_files()
     if not run_dir.is_dir():
         raise SpecError(f"run directory {run_dir} does not exist")
     record = _read_record(run_dir)
     spec = spec_from_record(record)
-    if not Tuner.can_restore(str(run_dir)):
+    if not Tuner.can_restore(remote.uri if remote else str(run_dir)):
         raise SpecError(f"{run_dir} has no Tune state to restore (tuner.pkl is missing): the grid never started; launch it with `grid SPEC --resume`")
     with _on_cluster(spec, address):
-        return _restore(run_dir, spec, analyze)
+        return _restore(run_dir, spec, analyze, remote)
 
 
 def describe(outcome: GridOutcome) -> str:

@@ -138,8 +138,10 @@ if __name__ == "__main__":
     reason = missing()
     if reason:
         sys.exit(f"error: {reason}")
+    # SIGTERM too (a background `&` job ignores Ctrl-C): leave through the context manager, which stops the daemons
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with local_slurm(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/o2o-slurm")) as e:
-        print(f"local SLURM up: export SLURM_CONF={e['SLURM_CONF']}; Ctrl-C stops it", flush=True)
+        print(f"local SLURM up: export SLURM_CONF={e['SLURM_CONF']}; Ctrl-C or SIGTERM stops it", flush=True)
         try:
             signal.pause()
         except KeyboardInterrupt:
