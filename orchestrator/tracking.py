@@ -6,9 +6,10 @@ callbacks (``orchestrator.tracking_callbacks``), enabled by the grid spec::
       mlflow: {tracking_uri: runs/mlflow}                   # pip install -e '.[mlflow]'; a path = local store
 
 Each trial becomes one W&B run / MLflow run (grouped by the grid's name) with its full FinetuneConfig as
-config/params, every reported metric (``charts/env_steps`` among them: MLflow's step is the env step, in W&B
-pick it as the x-axis) and its checkpoint (W&B: an artifact per saved checkpoint, the last one is the final
-policy; MLflow: the trial directory with ``trial/checkpoint/policy.pt`` as artifacts at the trial's end).
+config/params, every reported metric stepped by ``charts/env_steps`` (finetuning env steps) and its final
+checkpoint (W&B: the last Tune checkpoint as a ``model`` artifact; MLflow: the trial directory, with
+``trial/checkpoint/policy.pt``, as artifacts at the trial's end).  W&B offline runs are kept in the run
+directory's ``wandb/`` (``wandb sync`` uploads them later).
 
 Parsing only here (no Ray, no tracker import): ``orchestrator.spec`` calls :func:`parse_tracking` and turns its
 ``ValueError`` into a ``SpecError``; a missing package is reported then, before any work starts.
@@ -30,7 +31,7 @@ class WandbSpec:
     entity: Optional[str] = field(default=None, metadata={"help": "W&B entity (user or team); null: the default"})
     group: Optional[str] = field(default=None, metadata={"help": "W&B group of the runs; null: the grid's name"})
     mode: str = field(default="online", metadata={"help": "online, or offline (runs kept in each trial directory's wandb/, `wandb sync` later)"})
-    upload_checkpoints: bool = field(default=True, metadata={"help": "log each saved trial checkpoint as a W&B artifact"})
+    upload_checkpoints: bool = field(default=True, metadata={"help": "log each trial's final checkpoint as a W&B artifact"})
 
 
 @dataclass(frozen=True)
