@@ -65,9 +65,10 @@ def filesystem(uri: str):
 
 
 def staging_dir(uri: str) -> Path:
-    """The local copy of a remote run directory: one folder per URI, readable names."""
+    """The local copy of a remote run directory: one folder per URI, named like the run (Tune's experiment name)."""
     root = Path(os.environ.get("O2O_STAGING") or Path.home() / ".cache" / "o2o-finetune" / "storage")
-    return root / re.sub(r"[^A-Za-z0-9_.+=-]+", "_", uri.replace(URI_MARK, "/").strip("/"))
+    parent, name = uri.rstrip("/").rsplit("/", 1)
+    return root / re.sub(r"[^A-Za-z0-9_.+=-]+", "_", parent.replace(URI_MARK, "/").strip("/")) / name
 
 
 @dataclass
