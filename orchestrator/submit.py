@@ -17,16 +17,21 @@ else ``$RAY_AUTH_TOKEN``, else the file ``$RAY_AUTH_TOKEN_PATH``, else ``~/.ray/
 ``ray get-auth-token`` prints on the head), and sent as ``Authorization: Bearer``.  On the cluster side
 the job's driver inherits the head node's authentication settings.
 
-**SLURM** (``submit SPEC --slurm grid.sbatch [--nodes N --cpus-per-node C --gpus-per-node G ...]``)
-writes a batch script and submits nothing; run it with ``sbatch grid.sbatch``.  The script
+**SLURM** (``submit SPEC --slurm grid.sbatch [--nodes N --cpus-per-node C --gpus-per-node G --mem M ...]``)
+writes a batch script and submits nothing; run it with ``sbatch grid.sbatch`` from the project directory.  The
+script
 
-1. generates a fresh authentication token for the job (mode 600, under the shared storage directory) and
-   exports ``RAY_AUTH_MODE=token`` / ``RAY_AUTH_TOKEN_PATH`` so every Ray process and the driver use it,
-2. starts the Ray head on the first node of the allocation and one Ray worker on each other node, each a
-   ``srun --nodes=1 --ntasks=1 -w NODE ray start ... --block`` step in the background,
-3. waits until all nodes have joined, then runs the grid on the head node with ``--address`` and
-   ``--resume`` (the script is ``--requeue``-able: a requeued job continues the grid),
-4. stops Ray when the grid ends (the background steps end with the job).
+1. runs in ``$SLURM_SUBMIT_DIR`` (and says so when the spec is not there),
+2. generates a fresh authentication token for the job (mode 600, under the shared storage directory; removed
+   when the job ends, however it ends) and exports ``RAY_AUTH_MODE=token`` / ``RAY_AUTH_TOKEN_PATH``,
+3. starts the Ray head on the first node of the allocation and one Ray worker on each other node, each a
+   ``srun --nodes=1 --ntasks=1 -w NODE ray start ... --block`` step in the background, sized by what SLURM
+   granted on that node (``$SLURM_CPUS_PER_TASK``, ``$SLURM_GPUS_ON_NODE``, ``$SLURM_MEM_PER_NODE``),
+4. waits, at most ``--wait-timeout`` seconds each, for the head and then for all nodes (a clear error and exit
+   status 3 otherwise), then runs the grid on the head node with ``--address`` and ``--resume`` (the script is
+   ``--requeue``-able, and a cancelled job submitted again continues the grid: SIGTERM makes the driver stop
+   Tune gracefully, see ``tune_runner._sigterm_stops_tune``),
+5. ends its own Ray steps when the grid ends (``ray stop`` would also stop other jobs' Ray on a shared node).
 """
 from __future__ import annotations
 
