@@ -86,6 +86,16 @@ def _unknown(d: dict, allowed: tuple, path: str) -> None:
             raise ValueError(f"{path}.{k}: unknown key; allowed keys: {', '.join(allowed)}")
 
 
+def _block(data, path: str, keys: tuple, kind_key: str, kinds: tuple) -> tuple[dict, str]:
+    """A block's mapping, its keys checked, and its kind (``kind_key``, default the first of ``kinds``)."""
+    d = _mapping(data, path)
+    _unknown(d, keys, path)
+    kind = d.get(kind_key, kinds[0])
+    if kind not in kinds:
+        raise ValueError(f"{path}.{kind_key}: unknown {path} {kind_key} {kind!r}; choose from {', '.join(kinds)}")
+    return d, kind
+
+
 def _int(value, path: str, minimum: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{path}: expected an integer >= {minimum}, got {value!r}")
@@ -139,11 +149,7 @@ def parse_search(data, check: FieldCheck, known: Collection[str], taken: dict[st
     Raises ValueError naming the key path."""
     if data is None:
         return None
-    d = _mapping(data, "search")
-    _unknown(d, SEARCH_KEYS, "search")
-    algorithm = d.get("algorithm", "optuna")
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"search.algorithm: unknown algorithm {algorithm!r}; choose from {', '.join(ALGORITHMS)}")
+    d, algorithm = _block(data, "search", SEARCH_KEYS, "algorithm", ALGORITHMS)
     metric, mode = _metric_mode(d, "search", SUCCESS, "max")
     seed = d.get("seed", 0)
     if seed is not None:
@@ -167,11 +173,7 @@ def parse_scheduler(data, search: Optional[SearchSpec]) -> Optional[SchedulerSpe
     """Validate a ``scheduler:`` mapping; metric and mode default to the search's."""
     if data is None:
         return None
-    d = _mapping(data, "scheduler")
-    _unknown(d, SCHEDULER_KEYS, "scheduler")
-    kind = d.get("type", "asha")
-    if kind not in SCHEDULERS:
-        raise ValueError(f"scheduler.type: unknown scheduler {kind!r}; choose from {', '.join(SCHEDULERS)}")
+    d, kind = _block(data, "scheduler", SCHEDULER_KEYS, "type", SCHEDULERS)
     metric, mode = _metric_mode(d, "scheduler", search.metric if search else SUCCESS, search.mode if search else "max")
     return SchedulerSpec(kind, metric, mode, _int(d.get("grace_period", 1), "scheduler.grace_period", 1),
                          _int(d.get("reduction_factor", 2), "scheduler.reduction_factor", 2))

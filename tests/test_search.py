@@ -53,12 +53,12 @@ def test_search_blocks_parse_and_round_trip(base):
     (lambda d: d["search"]["space"].update(awr_beta={"uniform": [2, 1]}), "search.space.awr_beta.uniform: low must be below high"),
     (lambda d: d["search"]["space"].update(learning_rate={"loguniform": [0, 1]}), "search.space.learning_rate.loguniform: bounds must be > 0"),
     (lambda d: d["search"]["space"].update(gamma={"uniform": [0.5, 1.5]}), "search.space.gamma.uniform[1]:"),
-    (lambda d: d["search"].update(algorithm="hyperopt"), "search.algorithm: unknown algorithm 'hyperopt'; choose from optuna"),
+    (lambda d: d["search"].update(algorithm="hyperopt"), "search.algorithm: unknown search algorithm 'hyperopt'; choose from optuna"),
     (lambda d: d["search"].update(num_samples=0), "search.num_samples: expected an integer >= 1"),
     (lambda d: d["search"].update(mode="up"), "search.mode: expected max or min"),
     (lambda d: d.update(seeds=2), "search: each sampled config runs with one seed, but seeds lists 2"),
     (lambda d: d.update(sweep={"gamma": [0.8, 0.9]}), "search: a spec either sweeps or searches; move sweep.gamma"),
-    (lambda d: d["scheduler"].update(type="pbt"), "scheduler.type: unknown scheduler 'pbt'; choose from asha"),
+    (lambda d: d["scheduler"].update(type="pbt"), "scheduler.type: unknown scheduler type 'pbt'; choose from asha"),
     (lambda d: d["scheduler"].update(grace_period=0), "scheduler.grace_period: expected an integer >= 1"),
 ])
 def test_bad_search_blocks_are_one_clear_error(base, change, words):
