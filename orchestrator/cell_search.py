@@ -83,6 +83,7 @@ class CellScheduler(FIFOScheduler):
         super().__init__()
         self._spec, self._max_t = sched, max_t
         self._by_cell: dict = {}
+        self.stopped: set[str] = set()  # trial ids stopped early: done, not unfinished
 
     def _of(self, trial):
         key = cell_key(trial.config)
@@ -100,7 +101,10 @@ class CellScheduler(FIFOScheduler):
         self._of(trial).on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        return self._of(trial).on_trial_result(tune_controller, trial, result)
+        decision = self._of(trial).on_trial_result(tune_controller, trial, result)
+        if decision == self.STOP:
+            self.stopped.add(trial.trial_id)
+        return decision
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         self._of(trial).on_trial_complete(tune_controller, trial, result)

@@ -277,12 +277,15 @@ def _progress(spec: GridSpec, name: str):
     return GridProgress(name, tuple(spec.sweep))
 
 
-def _finish(run_dir: Path, results, analyze: bool, remote: Optional[RemoteRun] = None) -> GridOutcome:
+def _finish(run_dir: Path, results, analyze: bool, remote: Optional[RemoteRun] = None,
+            stopped_early: frozenset = frozenset()) -> GridOutcome:
     from orchestrator.grid_progress import is_complete
 
     # Tune reports the trials of an interrupted run as TERMINATED too: finished = reported the last iteration
+    # (or stopped early by the spec's scheduler)
     failed = sum(r.error is not None for r in results)
-    finished = sum(r.error is None and is_complete(r.metrics, r.config or {}) for r in results)
+    finished = sum(r.error is None and (is_complete(r.metrics, r.config or {}) or (r.metrics or {}).get("trial_id") in stopped_early)
+                   for r in results)
     outcome = GridOutcome(run_dir if remote is None else remote.uri, results, len(results), finished, failed)
     launches.record_end(run_dir, len(results), finished, failed)
     if remote is not None:
@@ -407,7 +410,8 @@ def _fit(spec: GridSpec, run_dir: Path, configs: list, analyze: bool, remote: Op
         results = tuner.fit()
     if len(results) != expected:
         raise RuntimeError(f"Tune generated {len(results)} trials, the spec expands to {expected}")
-    return _finish(run_dir, results, analyze, remote)
+    stopped = frozenset(getattr(search.get("scheduler"), "stopped", ()))
+    return _finish(run_dir, results, analyze, remote, stopped)
 
 
 def _restore(run_dir: Path, spec: GridSpec, analyze: bool, remote: Optional[RemoteRun] = None) -> GridOutcome:
