@@ -106,8 +106,13 @@ def _relative_inside(path: Path, root: Path, what: str) -> str:
 
 
 def cluster_storage(spec_path: str | os.PathLike, storage: Optional[str]) -> str:
-    """The storage the job will use: ``--storage`` or the spec's, which must be absolute (shared by all nodes)."""
+    """The storage the job will use: ``--storage`` or the spec's, which must be absolute (shared by all nodes) or
+    a remote URI (orchestrator.storage)."""
     chosen = storage if storage is not None else read_yaml(spec_path).get("storage", "runs/grid")
+    if isinstance(chosen, str) and not is_local(chosen):
+        return chosen  # object storage (s3://, gs://, ...): every node writes there itself
+    if isinstance(chosen, str):
+        chosen = local_path(chosen)
     if not isinstance(chosen, str) or not os.path.isabs(os.path.expanduser(chosen)):
         raise SubmitError(f"storage {chosen!r} is relative: on the cluster it would land in the job's temporary working directory; pass --storage with an absolute path every node can reach (e.g. an NFS mount)")
     return os.path.expanduser(chosen)
