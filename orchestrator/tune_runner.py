@@ -41,11 +41,11 @@ import yaml
 from algorithms.config import FinetuneConfig
 from orchestrator import launches
 from orchestrator.search import cell_key, num_trials
-from orchestrator.storage import RemoteRun, analyze_uri, is_local, local_path, remote_run
 from orchestrator.spec import (
     GridSpec, ResourceSpec, SpecError, cell_overrides, check_resources, expand_trials, load_spec,
     local_machine_resources, resolved_record, short_value, spec_from_record, trial_label,
 )
+from orchestrator.storage import RemoteRun, analyze_uri, is_local, local_path, remote_run
 
 SPEC_YAML = "spec.yaml"
 SPEC_JSON = "spec.resolved.json"
@@ -294,8 +294,9 @@ def _finish(run_dir: Path, results, analyze: bool, remote: Optional[RemoteRun] =
         try:
             outcome.report = run_analysis(run_dir) if remote is None else Path(analyze_uri(remote.uri).report)
         except Exception as e:  # the results are safe on disk; a broken report must not hide them
-            print(f"warning: the analysis failed ({type(e).__name__}: {e}); the results are in {run_dir}; "
-                  f"retry with `python -m orchestrator analyze {run_dir}`", file=sys.stderr, flush=True)
+            where = outcome.run_dir
+            print(f"warning: the analysis failed ({type(e).__name__}: {e}); the results are in {where}; "
+                  f"retry with `python -m orchestrator analyze {where}`", file=sys.stderr, flush=True)
     return outcome
 
 
