@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Collection, Optional
 
 import pandas as pd
@@ -182,7 +181,8 @@ def parse_scheduler(data, search: Optional[SearchSpec]) -> Optional[SchedulerSpe
 # ---------------------------------------------------------------------------------------------- analysis
 
 def cell_key(config: dict) -> str:
-    return f"{config['estimator']}+{config['update']}"
+    """The cell a trial config belongs to: its ``cell`` label (a named cell, or ``estimator+update``)."""
+    return config.get("cell") or f"{config['estimator']}+{config['update']}"
 
 
 def num_trials(search: SearchSpec, num_cells: int) -> int:
@@ -190,46 +190,42 @@ def num_trials(search: SearchSpec, num_cells: int) -> int:
 
 
 def best_per_cell(results: pd.DataFrame, search: SearchSpec, config_prefix: str = "config/") -> pd.DataFrame:
-    """Each cell's best sampled trial: one row per ``estimator+update`` with the trial, its final ``metric``
-    (last report carrying it), the number of sampled trials and the searched values.  ``results`` is the
-    analysis frame (one row per trial x reported iteration, config columns under ``config_prefix``)."""
-    est, upd = config_prefix + "estimator", config_prefix + "update"
+    """Each cell's best sampled trial: one row per cell label (``config/cell``, else ``estimator+update``) with
+    the trial, its final ``metric`` (last report carrying it), the number of sampled trials and the searched
+    values.  ``results`` is the analysis frame (one row per trial x reported iteration, config columns under
+    ``config_prefix``)."""
     cols = ["cell", "trial_id", search.metric, "trials", *search.space]
     if results.empty or search.metric not in results.columns:
         return pd.DataFrame(columns=cols)
+    pair = results[config_prefix + "estimator"].astype(str) + "+" + results[config_prefix + "update"].astype(str)
+    named = results.get(config_prefix + "cell")
+    label = pair if named is None else named.where(named.notna() & (named.astype(str) != ""), pair)
+    results = results.assign(_cell=label)
     scored = results[results[search.metric].notna()].sort_values(["trial_id", "iteration"], kind="stable")
     last = scored.groupby("trial_id", sort=False).tail(1)
     rows = []
-    for (e, u), g in last.groupby([est, upd], sort=True):
+    for cell, g in last.groupby("_cell", sort=True):
         best = g.loc[g[search.metric].idxmax() if search.mode == "max" else g[search.metric].idxmin()]
-        n = results.loc[(results[est] == e) & (results[upd] == u), "trial_id"].nunique()
-        rows.append({"cell": f"{e}+{u}", "trial_id": best["trial_id"], search.metric: float(best[search.metric]),
+        n = results.loc[results["_cell"] == cell, "trial_id"].nunique()
+        rows.append({"cell": cell, "trial_id": best["trial_id"], search.metric: float(best[search.metric]),
                      "trials": n, **{k: best.get(config_prefix + k) for k in search.space}})
     return pd.DataFrame(rows, columns=cols)
 
 
-def read_search(run_dir: Path) -> Optional[SearchSpec]:
-    """The search block a run directory was started with (``spec.resolved.json``), or None for a plain grid."""
-    p = Path(run_dir) / "spec.resolved.json"
-    if not p.is_file():
-        return None
-    d = json.loads(p.read_text()).get("spec", {}).get("search")
+def search_of(resolved: Optional[dict]) -> Optional[SearchSpec]:
+    """The search block a run was started with (its ``spec.resolved.json`` record), or None for a plain grid."""
+    d = ((resolved or {}).get("spec") or {}).get("search")
     return SearchSpec(**d) if d else None
 
 
-def report_section(run_dir: Path, results: pd.DataFrame) -> list[str]:
-    """Markdown parts for report.md: the best config per cell, or nothing when the run is no search."""
-    search = read_search(run_dir)
-    if search is None:
-        return []
+def best_table(search: SearchSpec, results: pd.DataFrame) -> tuple[str, list, list]:
+    """(explanation, header, rows) of the report's best-config-per-cell table."""
     best = best_per_cell(results, search)
     header = ["cell", "best trial", f"final {search.metric}", "sampled trials", *search.space]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, r in best.iterrows():
-        vals = [r["cell"], r["trial_id"], f"{r[search.metric]:.3f}", int(r["trials"]),
-                *(f"{v:.4g}" if isinstance(v, float) else str(v) for v in (r[k] for k in search.space))]
-        lines.append("| " + " | ".join(map(str, vals)) + " |")
-    text = (f"{search.algorithm} search, {search.num_samples} samples per cell, {search.mode} of `{search.metric}` "
-            "(each trial scored by its last report carrying it); every sampled trial is in the tables above and in "
-            "results.csv.")
-    return ["## Best config per cell", text, "\n".join(lines) if len(best) else "_No trial has reported the metric yet._"]
+    rows = [[r["cell"], r["trial_id"], f"{r[search.metric]:.3f}", int(r["trials"]),
+             *(f"{v:.4g}" if isinstance(v, float) else str(v) for v in (r[k] for k in search.space))]
+            for _, r in best.iterrows()]
+    text = (f"{search.algorithm} search, {search.num_samples} samples per cell (one study per cell), {search.mode} of "
+            f"`{search.metric}` (each trial scored by its last report carrying it); every sampled trial is in the tables "
+            "above and in results.csv.")
+    return text, header, rows

@@ -136,15 +136,19 @@ def remote_run(storage: str, name: str) -> Optional[RemoteRun]:
     return None if is_local(storage) else RemoteRun.at(join(storage, name))
 
 
-def analyze_uri(uri: str, out_dir=None, **kw):
-    """``orchestrator.analysis.analyze`` of a run directory at a URI: downloaded into its staging copy, analysed
-    there (or into ``out_dir``), and, when written into the staging copy, ``analysis/`` uploaded beside it."""
-    from orchestrator.analysis import analyze
+def analyze_runs(run_dirs, out_dir=None, **kw):
+    """``orchestrator.analysis.analyze`` of run directories of which any may be at a URI: each remote one is
+    downloaded into its staging copy and analysed there.  One remote run analysed into its own ``analysis/``
+    (no ``out_dir``) gets that folder uploaded beside it."""
+    from orchestrator.analysis import analyze  # pandas/matplotlib: not loaded by the spec, which imports this module
 
-    run = RemoteRun.at(uri)
-    if not run.exists():
-        raise ValueError(f"RUN_DIR {uri} does not exist")
-    outputs = analyze(run.pull_all(), out_dir, **kw)
-    if out_dir is None:
-        run.push(ANALYSIS)
+    dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
+    remote = [None if is_local(str(d)) else RemoteRun.at(str(d)) for d in dirs]
+    for run in remote:  # every URI checked before anything is downloaded
+        if run is not None and not run.exists():
+            raise ValueError(f"RUN_DIR {run.uri} does not exist")
+    local = [local_path(str(d)) if run is None else run.pull_all() for d, run in zip(dirs, remote)]
+    outputs = analyze(local, out_dir, **kw)
+    if out_dir is None and len(remote) == 1 and remote[0] is not None:
+        remote[0].push(ANALYSIS)
     return outputs

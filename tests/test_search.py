@@ -68,6 +68,35 @@ def test_bad_search_blocks_are_one_clear_error(base, change, words):
     assert words in str(e.value) and "\n" not in str(e.value)
 
 
+def _named(base: dict, **cells) -> dict:
+    """``base`` with named cells instead of estimators x updates."""
+    d = {k: v for k, v in base.items() if k not in ("estimators", "updates")}
+    return {**d, "cells": cells}
+
+
+def test_search_over_named_cells_is_one_study_per_label(base):
+    spec = parse_spec(_named(base, fast={"estimator": "gae", "update": "awr", "seeds": [7]},
+                             slow={"estimator": "gae", "update": "awr", "awr_max_weight": 50.0}))
+    assert list(spec.cell_table()) == ["fast", "slow"] and spec.search.num_samples == 2
+    assert parse_spec(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+@pytest.mark.parametrize("cells, words", [
+    ({"a": {"estimator": "gae", "update": "awr", "seeds": [1, 2]}},
+     "search: each sampled config runs with one seed, but cells.a.seeds lists 2; give each cell one seed"),
+    ({"a": {"estimator": "gae", "update": "awr", "awr_beta": 1.0}},
+     "search.space.awr_beta: awr_beta is set by cells.a; a field is either searched or set"),
+    ({"a": {"estimator": "gae", "update": "awr", "seeds": [1]}, "b": {"estimator": "gae", "update": "ppo"}},
+     "search: each sampled config runs with one seed, but seeds lists 2"),
+])
+def test_search_with_named_cells_rejects_what_it_cannot_combine(base, cells, words):
+    d = _named(base, **cells)
+    d["seeds"] = 2  # only the cells without seeds of their own take the spec's (here: 2) seeds
+    with pytest.raises(SpecError) as e:
+        parse_spec(d)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
 def test_bad_search_is_exit_2_before_ray(base, tmp_path, run_cli):
     base["search"]["space"]["awr_beta"] = {"uniform": [2, 1]}
     path = tmp_path / "bad.yaml"
@@ -91,15 +120,19 @@ def test_best_per_cell_picks_each_cells_best_final_report():
 
 
 def test_tiny_search_samples_each_cell_and_reports_its_best(base, tmp_path, run_cli):
+    """Named cells (one with a seed of its own): each label is sampled by its own study and stopped by its own ASHA."""
     path = tmp_path / "search.yaml"
-    path.write_text(yaml.safe_dump(base))
+    path.write_text(yaml.safe_dump(_named(base, ppo={"estimator": "gae", "update": "ppo"},
+                                          **{"awr-s7": {"estimator": "gae", "update": "awr", "seeds": [7]}})))
     out = run_cli("grid", path, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "4/4 trials finished, 0 failed" in out.stdout
     run_dir = tmp_path / "runs" / "s"
     results = pd.read_csv(run_dir / "analysis" / "results.csv")
     trials = results.drop_duplicates("trial_id")
-    assert trials.groupby("config/update")["trial_id"].nunique().to_dict() == {"awr": 2, "ppo": 2}
+    assert trials.groupby("config/cell")["trial_id"].nunique().to_dict() == {"awr-s7": 2, "ppo": 2}
+    assert trials.set_index("config/cell")["config/seed"].to_dict() == {"awr-s7": 7, "ppo": 1}
+    assert len(list(run_dir.glob("awr-s7_s7_*"))) == 2  # trial directories named by the cell's label and seed
     # every trial got its own sample, inside the space, and the cell's other settings
     lrs = trials["config/learning_rate"]
     assert lrs.nunique() == 4 and lrs.between(1e-5, 1e-3).all() and trials["config/awr_beta"].between(0.1, 2.0).all()
@@ -110,4 +143,4 @@ def test_tiny_search_samples_each_cell_and_reports_its_best(base, tmp_path, run_
     best = best_per_cell(results, SearchSpec(space=SPACE))
     for _, r in best.iterrows():
         assert f"| {r['cell']} | {r['trial_id']} | {r['eval/success_rate']:.3f} | 2 |" in section
-    assert set(best["cell"]) == {"gae+ppo", "gae+awr"}
+    assert set(best["cell"]) == {"ppo", "awr-s7"}
