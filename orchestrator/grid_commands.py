@@ -13,7 +13,7 @@ from orchestrator.cli_args import add_dataclass_args, dataclass_from_args
 from orchestrator.submit import SlurmConfig
 
 
-def _analyse_and_exit(outcome, analyse: bool) -> None:
+def _analyse_and_exit(outcome, analyse: bool, figures: bool = True) -> None:
     """Write the analysis of the grid's run directory (a failure there must not hide the results), then exit
     with the grid's status."""
     from orchestrator.storage import analyze_runs
@@ -21,7 +21,7 @@ def _analyse_and_exit(outcome, analyse: bool) -> None:
 
     if analyse:
         try:
-            outcome.report = analyze_runs([outcome.run_dir]).report
+            outcome.report = analyze_runs([outcome.run_dir], figures=figures).report
         except Exception as e:  # the results are safe on disk; a broken report must not hide them
             print(f"warning: the analysis failed ({type(e).__name__}: {e}); the results are in {outcome.run_dir}; "
                   f"retry with `python -m orchestrator analyze {outcome.run_dir}`", file=sys.stderr, flush=True)
@@ -33,13 +33,13 @@ def _analyse_and_exit(outcome, analyse: bool) -> None:
 def _cmd_grid(ns) -> None:
     from orchestrator.tune_runner import launch
 
-    _analyse_and_exit(launch(ns.spec, storage=ns.storage, name=ns.name, address=ns.address, resume=ns.resume), not ns.no_analysis)
+    _analyse_and_exit(launch(ns.spec, storage=ns.storage, name=ns.name, address=ns.address, resume=ns.resume), not ns.no_analysis, not ns.no_figures)
 
 
 def _cmd_resume(ns) -> None:
     from orchestrator.tune_runner import resume
 
-    _analyse_and_exit(resume(ns.run_dir, address=ns.address), not ns.no_analysis)
+    _analyse_and_exit(resume(ns.run_dir, address=ns.address), not ns.no_analysis, not ns.no_figures)
 
 
 def _cmd_submit(ns) -> None:
@@ -72,6 +72,7 @@ def add_grid_commands(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--address", default=None, help="join a running Ray cluster (HOST:6379 or ray://HOST:10001) instead of starting a local one; with token auth, the token comes from $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
     sp.add_argument("--resume", action="store_true", help="continue <storage>/<name> if it exists (same spec), else start it")
     sp.add_argument("--no-analysis", action="store_true", help="do not write the analysis report at the end")
+    sp.add_argument("--no-figures", action="store_true", help="the analysis at the end writes tables and report only, no figures")
     sp.set_defaults(func=_cmd_grid)
 
     sp = sub.add_parser("resume", help="continue an interrupted grid from its run directory",
@@ -79,6 +80,7 @@ def add_grid_commands(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("run_dir", metavar="RUN_DIR", help="the grid's run directory (<storage>/<name>)")
     sp.add_argument("--address", default=None, help="join a running Ray cluster instead of starting a local one")
     sp.add_argument("--no-analysis", action="store_true", help="do not write the analysis report at the end")
+    sp.add_argument("--no-figures", action="store_true", help="the analysis at the end writes tables and report only, no figures")
     sp.set_defaults(func=_cmd_resume)
 
     sp = sub.add_parser("submit", help="run a grid on a Ray cluster (Ray Job) or write a SLURM batch script",

@@ -124,7 +124,7 @@ def test_tiny_search_samples_each_cell_and_reports_its_best(base, tmp_path, run_
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(_named(base, ppo={"estimator": "gae", "update": "ppo"},
                                           **{"awr-s7": {"estimator": "gae", "update": "awr", "seeds": [7]}})))
-    out = run_cli("grid", path, timeout=600)
+    out = run_cli("grid", path, "--no-figures", timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "4/4 trials finished, 0 failed" in out.stdout
     run_dir = tmp_path / "runs" / "s"

@@ -94,7 +94,7 @@ def test_grid_resume_and_analysis_on_s3(s3, policy_checkpoint, tmp_path, repo_ro
                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
 
     uri = f"s3://{BUCKET}/runs/s3grid"
-    out = cli("grid", spec)
+    out = cli("grid", spec, "--no-figures")  # figures are analyze's own tests; here: where files go
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"grid {uri}: 1/1 trials finished, 0 failed" in out.stdout
     keys = _keys(s3["client"], "runs/s3grid/")
@@ -107,14 +107,18 @@ def test_grid_resume_and_analysis_on_s3(s3, policy_checkpoint, tmp_path, repo_ro
     again = cli("grid", spec)  # a second launch without --resume must not touch the stored run
     assert again.returncode == 2 and f"error: run directory {uri} already exists; pass --resume" in again.stderr
 
-    resumed = cli("resume", uri)
+    resumed = cli("resume", uri, "--no-figures")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"grid {uri}: 1/1 trials finished, 0 failed" in resumed.stdout
+    assert f"grid {uri}: 1/1 trials finished, 0 failed" in resumed.stdout and "report: " in resumed.stdout  # resume analyses the URI run
     launches = s3["client"].get_object(Bucket=BUCKET, Key="runs/s3grid/launches.jsonl")["Body"].read().decode()
     assert [yaml.safe_load(l)["event"] for l in launches.splitlines()] == ["start", "end", "resume", "end"]
     result = s3["client"].get_object(Bucket=BUCKET, Key=next(k for k in keys if k.endswith("/result.json")))["Body"].read()
     assert [yaml.safe_load(l)["iteration"] for l in result.decode().splitlines()] == [0, 1]  # the finished trial was not rerun
 
-    analysis = cli("analyze", uri, "--out", tmp_path / "analysis")
+    analysis = cli("analyze", uri, "--out", tmp_path / "analysis", "--no-figures")
     assert analysis.returncode == 0, analysis.stderr[-3000:]
     assert "gae+awr" in (tmp_path / "analysis" / "report.md").read_text()
+    # several RUN_DIRs, a URI among them: the URI through its staging copy, the export as it is
+    both = cli("analyze", uri, tmp_path / "analysis", "--compare", "--out", tmp_path / "both", "--no-figures")
+    assert both.returncode == 0, both.stderr[-3000:]
+    assert "2 run directories: `s3grid`, `analysis` (exported results table)" in (tmp_path / "both" / "report.md").read_text()

@@ -52,7 +52,7 @@ def test_local_mlflow_store_path(policy_checkpoint, tmp_path):
 def test_every_trial_reaches_the_trackers(policy_checkpoint, tmp_path, run_cli):
     path = tmp_path / "tracked.yaml"
     path.write_text(yaml.safe_dump(_spec(policy_checkpoint, tmp_path)))
-    out = run_cli("grid", path, timeout=600)
+    out = run_cli("grid", path, "--no-figures", timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "2/2 trials finished, 0 failed" in out.stdout
     run_dir = tmp_path / "runs" / "tracked"
