@@ -1,5 +1,6 @@
 """The Tune side of a grid's ``search:`` and ``scheduler:`` blocks (``orchestrator.search``): a searcher and a
-scheduler that keep one Optuna study and one ASHA per estimator x update cell inside one Tune experiment."""
+scheduler that keep one Optuna study and one ASHA per cell (a named cell's label, or
+``estimator+update``) inside one Tune experiment."""
 from __future__ import annotations
 
 import pickle
@@ -27,7 +28,7 @@ def tune_space(search: SearchSpec) -> dict:
 class CellSearcher(Searcher):
     """One OptunaSearch per cell; ``suggest`` serves the cell with the most samples left (round robin).
 
-    ``cells`` maps ``estimator+update`` to that cell's full trial config (every FinetuneConfig field); a
+    ``cells`` maps a cell label to that cell's full trial config (every FinetuneConfig field); a
     suggestion is that config with the sampled values on top."""
 
     def __init__(self, cells: dict[str, dict], search: SearchSpec):
@@ -76,7 +77,7 @@ class CellSearcher(Searcher):
 
 
 class CellScheduler(FIFOScheduler):
-    """One ASHA per cell: a trial's rung is compared only with trials of its own estimator x update cell.
+    """One ASHA per cell: a trial's rung is compared only with trials of its own cell.
     Trials start in FIFO order (the base class); results and endings go to the trial's cell's ASHA."""
 
     def __init__(self, sched: SchedulerSpec, max_t: int):

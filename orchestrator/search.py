@@ -1,4 +1,5 @@
-"""Hyperparameter search inside a grid: one Optuna study and one ASHA scheduler per estimator x update cell.
+"""Hyperparameter search inside a grid: one Optuna study and one ASHA scheduler per cell
+(a named cell's label, or ``estimator+update``).
 
 A grid spec may add::
 
@@ -54,7 +55,7 @@ class SearchSpec:
 
     space: dict = field(metadata={"help": "FinetuneConfig field -> {distribution: [args]} (uniform, loguniform, quniform, randint, choice)"})
     algorithm: str = field(default="optuna", metadata={"help": "Tune search algorithm: optuna"})
-    num_samples: int = field(default=1, metadata={"help": "sampled configs per estimator x update cell"})
+    num_samples: int = field(default=1, metadata={"help": "sampled configs per cell"})
     metric: str = field(default=SUCCESS, metadata={"help": "reported metric each cell's study optimises"})
     mode: str = field(default="max", metadata={"help": "max or min of the metric"})
     seed: Optional[int] = field(default=0, metadata={"help": "sampler seed (cell i uses seed + i); null: unseeded"})
