@@ -93,9 +93,9 @@ def _cmd_pretrain_critic(ns):
 
 
 def _cmd_analyze(ns):
-    from orchestrator.analysis import analyze
+    from orchestrator.storage import analyze_runs
 
-    out = analyze(ns.run_dirs, ns.out, target=ns.target, reps=ns.reps, compare=ns.compare, published=ns.published,
+    out = analyze_runs(ns.run_dirs, ns.out, target=ns.target, reps=ns.reps, compare=ns.compare, published=ns.published,
                   figures=not ns.no_figures)
     for w in out.warnings:
         print(f"warning: {w}", file=sys.stderr)

@@ -9,16 +9,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+from orchestrator.cli_args import add_dataclass_args, dataclass_from_args
+from orchestrator.submit import SlurmConfig
 
-def _analyse_and_exit(outcome, analyse: bool) -> None:
+
+def _analyse_and_exit(outcome, analyse: bool, figures: bool = True) -> None:
     """Write the analysis of the grid's run directory (a failure there must not hide the results), then exit
     with the grid's status."""
-    from orchestrator.analysis import analyze
+    from orchestrator.storage import analyze_runs
     from orchestrator.tune_runner import describe
 
     if analyse:
         try:
-            outcome.report = analyze([outcome.run_dir]).report
+            outcome.report = analyze_runs([outcome.run_dir], figures=figures).report
         except Exception as e:  # the results are safe on disk; a broken report must not hide them
             print(f"warning: the analysis failed ({type(e).__name__}: {e}); the results are in {outcome.run_dir}; "
                   f"retry with `python -m orchestrator analyze {outcome.run_dir}`", file=sys.stderr, flush=True)
@@ -30,21 +33,20 @@ def _analyse_and_exit(outcome, analyse: bool) -> None:
 def _cmd_grid(ns) -> None:
     from orchestrator.tune_runner import launch
 
-    _analyse_and_exit(launch(ns.spec, storage=ns.storage, name=ns.name, address=ns.address, resume=ns.resume), not ns.no_analysis)
+    _analyse_and_exit(launch(ns.spec, storage=ns.storage, name=ns.name, address=ns.address, resume=ns.resume), not ns.no_analysis, not ns.no_figures)
 
 
 def _cmd_resume(ns) -> None:
     from orchestrator.tune_runner import resume
 
-    _analyse_and_exit(resume(ns.run_dir, address=ns.address), not ns.no_analysis)
+    _analyse_and_exit(resume(ns.run_dir, address=ns.address), not ns.no_analysis, not ns.no_figures)
 
 
 def _cmd_submit(ns) -> None:
-    from orchestrator.submit import SlurmConfig, SubmitError, submit, wait_for_job, write_sbatch
+    from orchestrator.submit import SubmitError, submit, wait_for_job, write_sbatch
 
     if ns.slurm:
-        cfg = SlurmConfig(nodes=ns.nodes, cpus_per_node=ns.cpus_per_node, gpus_per_node=ns.gpus_per_node, time=ns.time,
-                          partition=ns.partition, account=ns.account, port=ns.port, venv=ns.venv or None)
+        cfg = dataclass_from_args(SlurmConfig, ns)
         out = write_sbatch(ns.slurm, ns.spec, cfg, storage=ns.storage, name=ns.name, working_dir=ns.working_dir)
         print(f"wrote {out}: run it with `sbatch {out}`")
         return
@@ -70,6 +72,7 @@ def add_grid_commands(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--address", default=None, help="join a running Ray cluster (HOST:6379 or ray://HOST:10001) instead of starting a local one; with token auth, the token comes from $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
     sp.add_argument("--resume", action="store_true", help="continue <storage>/<name> if it exists (same spec), else start it")
     sp.add_argument("--no-analysis", action="store_true", help="do not write the analysis report at the end")
+    sp.add_argument("--no-figures", action="store_true", help="the analysis at the end writes tables and report only, no figures")
     sp.set_defaults(func=_cmd_grid)
 
     sp = sub.add_parser("resume", help="continue an interrupted grid from its run directory",
@@ -77,6 +80,7 @@ def add_grid_commands(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("run_dir", metavar="RUN_DIR", help="the grid's run directory (<storage>/<name>)")
     sp.add_argument("--address", default=None, help="join a running Ray cluster instead of starting a local one")
     sp.add_argument("--no-analysis", action="store_true", help="do not write the analysis report at the end")
+    sp.add_argument("--no-figures", action="store_true", help="the analysis at the end writes tables and report only, no figures")
     sp.set_defaults(func=_cmd_resume)
 
     sp = sub.add_parser("submit", help="run a grid on a Ray cluster (Ray Job) or write a SLURM batch script",
@@ -89,14 +93,6 @@ def add_grid_commands(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--pip", nargs="+", default=None, metavar="REQ", help="pip requirements installed into the job's environment")
     sp.add_argument("--token-file", default=None, help="Ray auth token file (default: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)")
     sp.add_argument("--wait", action="store_true", help="follow the job's logs until it ends; exit 1 unless it succeeded")
-    g = sp.add_argument_group("SLURM (with --slurm)")
-    g.add_argument("--slurm", default=None, metavar="OUT.sbatch", help="write a SLURM batch script instead of submitting")
-    g.add_argument("--nodes", type=int, default=1, help="nodes (default: 1)")
-    g.add_argument("--cpus-per-node", type=int, default=16, help="CPUs per node (default: 16)")
-    g.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node (default: 0)")
-    g.add_argument("--time", default="24:00:00", help="wall-clock limit (default: 24:00:00)")
-    g.add_argument("--partition", default=None, help="SLURM partition")
-    g.add_argument("--account", default=None, help="SLURM account")
-    g.add_argument("--port", type=int, default=6379, help="Ray head port (default: 6379)")
-    g.add_argument("--venv", default=".venv", help="virtualenv activated in the job ('' for none; default: .venv)")
+    sp.add_argument("--slurm", default=None, metavar="OUT.sbatch", help="write a SLURM batch script instead of submitting")
+    add_dataclass_args(sp, SlurmConfig, group="SLURM batch script (with --slurm)")
     sp.set_defaults(func=_cmd_submit)

@@ -20,6 +20,7 @@ import pandas as pd
 from orchestrator import launches, placement, stats
 from orchestrator.results_frame import SEED, Summary, cell_label
 from orchestrator.rundir import CONFIG_PREFIX, Experiment
+from orchestrator.search import best_table, search_of
 
 
 @dataclass
@@ -308,6 +309,19 @@ def _trial_rows(trials: pd.DataFrame, summary: Summary, failed: bool) -> list[li
     return rows
 
 
+def search_blocks(experiments: Sequence[Experiment]) -> list[Block]:
+    """The best sampled config of each cell, for every run that is a search (``search:`` in its spec)."""
+    blocks: list[Block] = []
+    for e in experiments:
+        search = search_of(e.resolved)
+        if search is None:
+            continue
+        text, header, rows = best_table(search, e.results)
+        blocks += [Heading("Best config per cell" + (f": {e.name}" if len(experiments) > 1 else "")), Text(text),
+                   Table(header, rows) if rows else Text("_No trial has reported the metric yet._")]
+    return blocks
+
+
 def latex_table(summary: Summary) -> str:
     """The summary as a booktabs LaTeX table: IQM [95% CI] of final and peak success (%), n."""
     def esc(s: str) -> str:
@@ -380,6 +394,7 @@ def build(experiments: Sequence[Experiment], summary: Summary, figures: Sequence
     blocks.append(cost_table(summary) if len(summary.table) else Text("_No results._"))
     if "compute_cost.png" in fig:
         blocks.append(Image("compute_cost.png", "compute cost"))
+    blocks += search_blocks(experiments)
     for e in experiments:  # an export keeps both records: placement columns in trials.csv, a copy of launches.jsonl
         header, rows = placement.summary_rows(e.trials)
         blocks += [Heading(f"Placement: {e.name}"),

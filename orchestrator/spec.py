@@ -48,6 +48,9 @@ from typing import Any, Iterable, Optional
 import yaml
 
 from algorithms.config import FinetuneConfig
+from orchestrator.search import SchedulerSpec, SearchSpec, parse_scheduler, parse_search
+from orchestrator.storage import check_uri, is_local, local_path
+from orchestrator.tracking import TrackingSpec, parse_tracking
 
 
 class SpecError(ValueError):
@@ -69,7 +72,7 @@ SECTION_OF = {
     "iql_checkpoint": "checkpoints.iql / checkpoints.sarsa", "gae_critic_checkpoint": "checkpoints.critic",
 }
 TOP_KEYS = ("name", "env", "checkpoints", "estimators", "updates", "cells", "seeds", "shared", "per_method", "sweep",
-            "budget", "eval", "resources", "max_failures", "storage", "published")
+            "budget", "eval", "resources", "max_failures", "storage", "published", "search", "scheduler", "tracking")
 REQUIRED_KEYS = ("name", "checkpoints")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 CELL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -135,8 +138,11 @@ class GridSpec:
     eval: dict = field(default_factory=dict)  # subset of EVAL_FIELDS -> value
     resources: ResourceSpec = field(default_factory=ResourceSpec)
     max_failures: int = 1
-    storage: str = "runs/grid"  # absolute after loading
+    storage: str = "runs/grid"  # absolute after loading; or a remote URI (orchestrator.storage)
     published: str = ""  # YAML of published reference numbers the report compares with (absolute after loading)
+    search: Optional[SearchSpec] = None  # per-cell hyperparameter search (orchestrator.search)
+    scheduler: Optional[SchedulerSpec] = None  # per-cell early stopping (orchestrator.search)
+    tracking: Optional[TrackingSpec] = None  # W&B / MLflow logging (orchestrator.tracking)
 
     @property
     def run_dir(self) -> Path:
@@ -441,6 +447,9 @@ def parse_spec(data: dict, base_dir: str | os.PathLike | None = None) -> GridSpe
             raise SpecError(f"{path}: unknown method; use an estimator ({', '.join(ESTIMATORS)}), an update ({', '.join(UPDATES)}) or 'estimator+update'")
         per_method[str(key)] = _overrides(d, path, base, never)
 
+    # the fields the spec fixes somewhere: neither swept nor searched
+    fixed = {"shared": shared, "budget": budget, "eval": eval_, **{f"per_method.{m}": d for m, d in per_method.items()},
+             **{f"cells.{label}": c.overrides for label, c in cells.items()}}
     sweep = {}
     for k, values in _mapping(data.get("sweep"), "sweep").items():
         path = f"sweep.{k}"
@@ -453,8 +462,6 @@ def parse_spec(data: dict, base_dir: str | os.PathLike | None = None) -> GridSpe
         sweep[k] = [_field_value(k, v, f"{path}[{i}]", base) for i, v in enumerate(values)]
         if len({json.dumps(v) for v in sweep[k]}) != len(sweep[k]):
             raise SpecError(f"{path}: lists a value twice: {values}")
-        fixed = {"shared": shared, "budget": budget, "eval": eval_, **{f"per_method.{m}": d for m, d in per_method.items()},
-                 **{f"cells.{label}": c.overrides for label, c in cells.items()}}
         clash = [where for where, d in fixed.items() if k in d]
         if clash:
             raise SpecError(f"{path}: {k} is also set in {clash[0]}; a field is either swept or fixed")
@@ -463,9 +470,13 @@ def parse_spec(data: dict, base_dir: str | os.PathLike | None = None) -> GridSpe
     storage = data.get("storage", "runs/grid")
     if not isinstance(storage, str) or not storage:
         raise SpecError(f"storage: expected a directory path, got {storage!r}")
-    if "://" in storage:
-        raise SpecError(f"storage: {storage} is a URI; use a filesystem path every node can reach (e.g. an NFS mount)")
-    storage = str((base / os.path.expanduser(storage)).resolve())
+    if is_local(storage):
+        storage = str((base / os.path.expanduser(local_path(storage))).resolve())
+    else:
+        try:
+            storage = check_uri(storage)
+        except ValueError as e:
+            raise SpecError(str(e)) from None
     published = data.get("published") or ""
     if published:
         published = str((base / os.path.expanduser(_coerce(str, published, "published"))).resolve())
@@ -476,10 +487,36 @@ def parse_spec(data: dict, base_dir: str | os.PathLike | None = None) -> GridSpe
         name=name, checkpoints=checkpoints, estimators=estimators, updates=updates, seeds=seeds, cells=cells, env=env,
         shared=shared, per_method=per_method, sweep=sweep, budget=budget, eval=eval_,
         resources=_resources(data.get("resources")), max_failures=max_failures, storage=storage,
-        published=published,
+        published=published, **_search_blocks(data, base, fixed, cells, seeds, sweep),
     )
     _check_needed_checkpoints(spec)
     return spec
+
+
+def _search_blocks(data: dict, base: Path, fixed: dict[str, dict], cells: dict, seeds: tuple, sweep: dict) -> dict:
+    """``search``/``scheduler``/``tracking`` of GridSpec from the spec's blocks (orchestrator.search, .tracking).
+    A search samples one config per trial and runs it with one seed; each cell (estimator x update, or a named
+    cell) gets its own study, so a cell's seeds (``cells.<label>.seeds``) must be one seed too."""
+    taken = {**AXIS_FIELDS, **ENV_FIELDS, **{f: SECTION_OF[f] for f in PATH_FIELDS}, "cell": "the cell's label under cells"}
+    for where, d in fixed.items():
+        for k in d:
+            taken.setdefault(k, where)
+    try:
+        search = parse_search(data.get("search"), lambda n, v, p: _field_value(n, v, p, base), _FIELDS, taken)
+        scheduler = parse_scheduler(data.get("scheduler"), search)
+        tracking = parse_tracking(data.get("tracking"), base)
+    except SpecError:
+        raise
+    except ValueError as e:
+        raise SpecError(str(e)) from None
+    many = [label for label, c in cells.items() if c.seeds and len(c.seeds) > 1]
+    if search is not None and many:
+        raise SpecError(f"search: each sampled config runs with one seed, but cells.{many[0]}.seeds lists {len(cells[many[0]].seeds)}; give each cell one seed")
+    if search is not None and len(seeds) > 1 and (not cells or any(not c.seeds for c in cells.values())):
+        raise SpecError(f"search: each sampled config runs with one seed, but seeds lists {len(seeds)}; set seeds to one seed")
+    if search is not None and sweep:
+        raise SpecError(f"search: a spec either sweeps or searches; move sweep.{next(iter(sweep))} into search.space as {{choice: [...]}}")
+    return {"search": search, "scheduler": scheduler, "tracking": tracking}
 
 
 def _check_needed_checkpoints(spec: GridSpec) -> None:

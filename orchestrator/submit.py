@@ -17,28 +17,35 @@ else ``$RAY_AUTH_TOKEN``, else the file ``$RAY_AUTH_TOKEN_PATH``, else ``~/.ray/
 ``ray get-auth-token`` prints on the head), and sent as ``Authorization: Bearer``.  On the cluster side
 the job's driver inherits the head node's authentication settings.
 
-**SLURM** (``submit SPEC --slurm grid.sbatch [--nodes N --cpus-per-node C --gpus-per-node G ...]``)
-writes a batch script and submits nothing; run it with ``sbatch grid.sbatch``.  The script
+**SLURM** (``submit SPEC --slurm grid.sbatch [--nodes N --cpus-per-node C --gpus-per-node G --mem M ...]``)
+writes a batch script and submits nothing; run it with ``sbatch grid.sbatch`` from the project directory.  The
+script
 
-1. generates a fresh authentication token for the job (mode 600, under the shared storage directory) and
-   exports ``RAY_AUTH_MODE=token`` / ``RAY_AUTH_TOKEN_PATH`` so every Ray process and the driver use it,
-2. starts the Ray head on the first node of the allocation and one Ray worker on each other node, each a
-   ``srun --nodes=1 --ntasks=1 -w NODE ray start ... --block`` step in the background,
-3. waits until all nodes have joined, then runs the grid on the head node with ``--address`` and
-   ``--resume`` (the script is ``--requeue``-able: a requeued job continues the grid),
-4. stops Ray when the grid ends (the background steps end with the job).
+1. runs in ``$SLURM_SUBMIT_DIR`` (and says so when the spec is not there),
+2. generates a fresh authentication token for the job (mode 600, under the shared storage directory; removed
+   when the job ends, however it ends) and exports ``RAY_AUTH_MODE=token`` / ``RAY_AUTH_TOKEN_PATH``,
+3. starts the Ray head on the first node of the allocation and one Ray worker on each other node, each a
+   ``srun --nodes=1 --ntasks=1 -w NODE ray start ... --block`` step in the background, sized by what SLURM
+   granted on that node (``$SLURM_CPUS_PER_TASK``, ``$SLURM_GPUS_ON_NODE``, ``$SLURM_MEM_PER_NODE``),
+4. waits, at most ``--wait-timeout`` seconds each, for the head and then for all nodes (a clear error and exit
+   status 3 otherwise), then runs the grid on the head node with ``--address`` and ``--resume`` (the script is
+   ``--requeue``-able, and a cancelled job submitted again continues the grid: SIGTERM makes the driver stop
+   Tune gracefully, see ``tune_runner._sigterm_stops_tune``),
+5. ends its own Ray steps when the grid ends (``ray stop`` would also stop other jobs' Ray on a shared node).
 """
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
 from orchestrator.spec import expand_trials, load_spec, read_yaml
+from orchestrator.storage import is_local, local_path
 
 # Not shipped with a job: environments, VCS data, results, caches, local pretraining runs, device bundles.
 EXCLUDES = [".venv", "venv", ".git", "runs", "ray_results", ".run", ".device", ".ci", ".pytest_cache",
@@ -99,8 +106,13 @@ def _relative_inside(path: Path, root: Path, what: str) -> str:
 
 
 def cluster_storage(spec_path: str | os.PathLike, storage: Optional[str]) -> str:
-    """The storage the job will use: ``--storage`` or the spec's, which must be absolute (shared by all nodes)."""
+    """The storage the job will use: ``--storage`` or the spec's, which must be absolute (shared by all nodes) or
+    a remote URI (orchestrator.storage)."""
     chosen = storage if storage is not None else read_yaml(spec_path).get("storage", "runs/grid")
+    if isinstance(chosen, str) and not is_local(chosen):
+        return chosen  # object storage (s3://, gs://, ...): every node writes there itself
+    if isinstance(chosen, str):
+        chosen = local_path(chosen)
     if not isinstance(chosen, str) or not os.path.isabs(os.path.expanduser(chosen)):
         raise SubmitError(f"storage {chosen!r} is relative: on the cluster it would land in the job's temporary working directory; pass --storage with an absolute path every node can reach (e.g. an NFS mount)")
     return os.path.expanduser(chosen)
@@ -186,30 +198,43 @@ def wait_for_job(address: str, job_id: str, token_file: Optional[str] = None, ti
 
 # ------------------------------------------------------------------------------------------------- SLURM
 
+_MEM = re.compile(r"^\d+[KMGT]?$")
+
+
 @dataclass
 class SlurmConfig:
-    nodes: int = 1
-    cpus_per_node: int = 16
-    gpus_per_node: int = 0
-    time: str = "24:00:00"
-    partition: Optional[str] = None
-    account: Optional[str] = None
-    port: int = 6379
-    venv: Optional[str] = ".venv"  # activated on every node (relative to the working directory)
+    """What the batch script asks SLURM for; Ray itself is sized by the allocation SLURM grants (see sbatch_script)."""
+
+    nodes: int = field(default=1, metadata={"help": "nodes of the allocation (one Ray node each)"})
+    cpus_per_node: int = field(default=16, metadata={"help": "CPUs requested per node (Ray uses $SLURM_CPUS_PER_TASK, what SLURM grants)"})
+    gpus_per_node: int = field(default=0, metadata={"help": "GPUs requested per node (Ray uses $SLURM_GPUS_ON_NODE)"})
+    mem: str = field(default="64G", metadata={"help": "memory per node, SLURM's --mem syntax (e.g. 64G; 0: all of the node's memory)"})
+    time: str = field(default="24:00:00", metadata={"help": "wall-clock limit of the job"})
+    partition: Optional[str] = field(default=None, metadata={"help": "SLURM partition"})
+    account: Optional[str] = field(default=None, metadata={"help": "SLURM account"})
+    port: int = field(default=6379, metadata={"help": "Ray head port"})
+    wait_timeout: int = field(default=600, metadata={"help": "seconds to wait for the Ray head and for every node to join before the job fails"})
+    ray_args: str = field(default="", metadata={"help": "extra arguments for every `ray start` (e.g. ports, --temp-dir)"})
+    venv: Optional[str] = field(default=".venv", metadata={"help": "virtualenv activated on every node, relative to the submit directory ('' for none)"})
 
     def __post_init__(self):
-        for k in ("nodes", "cpus_per_node"):
+        for k in ("nodes", "cpus_per_node", "wait_timeout"):
             if getattr(self, k) < 1:
                 raise SubmitError(f"--{k.replace('_', '-')} must be >= 1, got {getattr(self, k)}")
         if self.gpus_per_node < 0:
             raise SubmitError(f"--gpus-per-node must be >= 0, got {self.gpus_per_node}")
         if not 1 <= self.port <= 65535:
             raise SubmitError(f"--port must be a TCP port, got {self.port}")
+        if not _MEM.match(self.mem):
+            raise SubmitError(f"--mem must be a size such as 64G, 500M or 0 (the whole node), got {self.mem!r}")
 
 
 def sbatch_script(spec_path: str | os.PathLike, cfg: SlurmConfig, *, storage: Optional[str] = None,
                   name: Optional[str] = None, working_dir: str | os.PathLike = ".") -> str:
-    """The text of a SLURM batch script that builds a Ray cluster on its nodes and runs the grid on it."""
+    """The text of a SLURM batch script that builds a Ray cluster on its nodes and runs the grid on it.
+
+    The script runs in ``$SLURM_SUBMIT_DIR`` (submit it from ``working_dir``: the spec and checkpoints are
+    found relative to it); each node's Ray gets the CPUs, GPUs and memory SLURM allocated on that node."""
     root = Path(working_dir).resolve()
     spec_rel = _relative_inside(Path(spec_path), root, "spec")
     storage = cluster_storage(spec_path, storage)
@@ -223,13 +248,15 @@ def sbatch_script(spec_path: str | os.PathLike, cfg: SlurmConfig, *, storage: Op
     if r.gpus_per_trial > cfg.gpus_per_node:
         raise SubmitError(f"resources.gpus_per_trial is {r.gpus_per_trial:g}, but --gpus-per-node is {cfg.gpus_per_node}")
     q = shlex.quote
+    log_dir = local_path(storage) if is_local(storage) else "."
     sbatch = [
         f"#SBATCH --job-name=o2o-{job}",
         f"#SBATCH --nodes={cfg.nodes}",
         "#SBATCH --ntasks-per-node=1",
         f"#SBATCH --cpus-per-task={cfg.cpus_per_node}",
+        f"#SBATCH --mem={cfg.mem}",
         f"#SBATCH --time={cfg.time}",
-        f"#SBATCH --output={storage}/{job}-slurm-%j.out",
+        f"#SBATCH --output={log_dir}/{job}-slurm-%j.out",
         "#SBATCH --requeue",
     ]
     if cfg.gpus_per_node:
@@ -238,44 +265,74 @@ def sbatch_script(spec_path: str | os.PathLike, cfg: SlurmConfig, *, storage: Op
         sbatch.append(f"#SBATCH --partition={cfg.partition}")
     if cfg.account:
         sbatch.append(f"#SBATCH --account={cfg.account}")
-    activate = f"source {q(cfg.venv)}/bin/activate\n" if cfg.venv else ""
+    activate = f'source {q(cfg.venv)}/bin/activate\n' if cfg.venv else ""
     grid = shlex.join(grid_command(spec_rel, storage, name)) + ' --address "$head_ip:$port"'
-    ray_res = f"--num-cpus={cfg.cpus_per_node} --num-gpus={cfg.gpus_per_node}"
+    # the token must be on storage every node reads: a URI storage is no directory, the (shared) home is
+    token_root = q(local_path(storage)) + "/.ray-auth" if is_local(storage) else '"$HOME/.ray-auth"'
+    # single quotes: expanded by the step's shell on its own node, so each node's Ray sees that node's allocation
+    ray_res = ('--num-cpus="$SLURM_CPUS_PER_TASK" --num-gpus="${SLURM_GPUS_ON_NODE:-0}" '
+               '${SLURM_MEM_PER_NODE:+--memory=$((SLURM_MEM_PER_NODE * 1048576))} --include-dashboard=false'
+               + (f" {cfg.ray_args}" if cfg.ray_args else ""))
     return f"""#!/bin/bash
 # Ray cluster on this SLURM allocation, then the grid {spec_rel} on it.
-# Written by `python -m orchestrator submit {spec_rel} --slurm ...`; run with `sbatch THIS_FILE`.
-# The SBATCH line for the log must name an existing directory: mkdir -p {storage} before sbatch.
+# Written by `python -m orchestrator submit {spec_rel} --slurm ...`.  Submit it from the project directory
+# (the spec and checkpoints are read relative to it):  cd {q(str(root))} && sbatch THIS_FILE
+# The SBATCH line for the log must name an existing directory: mkdir -p {log_dir} before sbatch.
 {chr(10).join(sbatch)}
 set -euo pipefail
-cd {q(str(root))}
-{activate}mkdir -p {q(storage)}
+cd "${{SLURM_SUBMIT_DIR:?not inside a SLURM job: submit this script with sbatch}}"
+if [ ! -f {q(spec_rel)} ]; then
+  echo "error: {spec_rel} is not in the submit directory $PWD: submit from the directory the script was written for ({root})" >&2
+  exit 2
+fi
+{activate}wait_timeout={cfg.wait_timeout}
+# wait_for WHAT COMMAND...: retry COMMAND every 5 s; after $wait_timeout s, fail the job naming WHAT
+wait_for() {{
+  local what=$1 deadline=$((SECONDS + wait_timeout))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    if (( SECONDS >= deadline )); then
+      echo "error: $what not ready after $wait_timeout s (raise --wait-timeout; the Ray logs are in /tmp/ray on the nodes)" >&2
+      exit 3
+    fi
+    sleep 5
+  done
+}}
 
 # Token authentication (Ray 2.59+): one fresh token per job, on storage every node reads, only for this user.
 export RAY_AUTH_MODE=token
-token_dir={q(storage)}/.ray-auth
+token_dir={token_root}
 mkdir -p "$token_dir" && chmod 700 "$token_dir"
 export RAY_AUTH_TOKEN_PATH="$token_dir/token-$SLURM_JOB_ID"
 (umask 077 && python -c 'import secrets; print(secrets.token_hex(32))' > "$RAY_AUTH_TOKEN_PATH")
+trap 'rm -f "$RAY_AUTH_TOKEN_PATH"' EXIT  # also when the job is cancelled or requeued
 
 mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
 head=${{nodes[0]}}
 port={cfg.port}
 head_ip=$(srun --nodes=1 --ntasks=1 --overlap -w "$head" hostname --ip-address | awk '{{print $1}}')
-echo "Ray head: $head ($head_ip:$port), ${{#nodes[@]}} nodes"
+echo "Ray head: $head ($head_ip:$port), ${{#nodes[@]}} nodes, $SLURM_CPUS_PER_TASK CPUs and ${{SLURM_GPUS_ON_NODE:-0}} GPUs per node, ${{SLURM_MEM_PER_NODE:-?}} MB memory per node, restart ${{SLURM_RESTART_COUNT:-0}}"
 
-srun --nodes=1 --ntasks=1 --overlap -w "$head" ray start --head --node-ip-address="$head_ip" --port=$port {ray_res} --block &
-until ray status --address "$head_ip:$port" >/dev/null 2>&1; do sleep 5; done
+ray_steps=()
+srun --nodes=1 --ntasks=1 --overlap -w "$head" bash -c 'exec ray start --head --node-ip-address="$0" --port="$1" {ray_res} --block' "$head_ip" "$port" &
+ray_steps+=($!)
+wait_for "the Ray head on $head" ray status --address "$head_ip:$port"
 for node in "${{nodes[@]:1}}"; do
-  srun --nodes=1 --ntasks=1 --overlap -w "$node" ray start --address="$head_ip:$port" {ray_res} --block &
+  srun --nodes=1 --ntasks=1 --overlap -w "$node" bash -c 'exec ray start --address="$0" {ray_res} --block' "$head_ip:$port" &
+  ray_steps+=($!)
 done
-# wait until every node has registered (the grid checks its resources against the cluster)
-until [ "$(python -c "import ray; ray.init(address='$head_ip:$port', logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))" 2>/dev/null)" = "${{#nodes[@]}}" ]; do sleep 5; done
+# every node registered before the grid checks its resources against the cluster
+nodes_alive() {{
+  [ "$(python -c "import ray; ray.init(address='$head_ip:$port', logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))")" = "${{#nodes[@]}}" ]
+}}
+wait_for "${{#nodes[@]}} Ray nodes" nodes_alive
 
 set +e
 {grid}
 status=$?
-ray stop --force >/dev/null 2>&1
-rm -f "$RAY_AUTH_TOKEN_PATH"
+# stop this job's Ray only (`ray stop` would also end other jobs' Ray on a shared node): end its srun steps
+kill "${{ray_steps[@]}}" 2>/dev/null
+wait "${{ray_steps[@]}}" 2>/dev/null
 exit $status
 """
 

@@ -28,7 +28,9 @@ import gc
 import json
 import os
 import re
+import signal
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -38,11 +40,13 @@ import yaml
 from algorithms.config import FinetuneConfig
 from orchestrator import launches
 from orchestrator.rundir import SPEC_JSON, SPEC_YAML, TRIAL_OUT
+from orchestrator.search import cell_key, num_trials
 from orchestrator.spec import (
     GridSpec, ResourceSpec, SpecError, cell_overrides, check_resources, expand_trials, load_spec,
     local_machine_resources, resolved_record, short_value, spec_from_record, trial_label,
     TRIAL_KEY, split_trial_key, trial_cell, trial_key, trial_seed,
 )
+from orchestrator.storage import RemoteRun, is_local, local_path, remote_run
 
 KEEP_CHECKPOINTS = 3
 
@@ -176,7 +180,7 @@ def trial_name(trial, sweep_keys: tuple = ()) -> str:
 
 @dataclass
 class GridOutcome:
-    run_dir: Path
+    run_dir: Union[Path, str]  # a str: the URI of a remote run
     results: object  # ray.tune.ResultGrid
     num_trials: int
     num_finished: int
@@ -272,12 +276,14 @@ def _local_run(address: Optional[str]) -> bool:
 def _run_config(spec: GridSpec, run_dir: Path):
     from ray import tune
 
+    from orchestrator.tracking_callbacks import tracking_callbacks
+
     return tune.RunConfig(
         name=run_dir.name,
-        storage_path=str(run_dir.parent),
+        storage_path=spec.storage,  # a local directory or a remote URI (orchestrator.storage)
         failure_config=tune.FailureConfig(max_failures=spec.max_failures, fail_fast=False),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
-        callbacks=[_progress(spec, run_dir.name)],
+        callbacks=[_progress(spec, run_dir.name), *tracking_callbacks(spec.tracking, run_dir.name, str(run_dir))],
         verbose=0,  # GridProgress prints the status instead of Tune's full table
     )
 
@@ -288,14 +294,18 @@ def _progress(spec: GridSpec, name: str):
     return GridProgress(name, tuple(spec.sweep))
 
 
-def _finish(run_dir: Path, results) -> GridOutcome:
+def _finish(run_dir: Path, results, remote: Optional[RemoteRun] = None, stopped_early: frozenset = frozenset()) -> GridOutcome:
     from orchestrator.grid_progress import is_complete
 
     # Tune reports the trials of an interrupted run as TERMINATED too: finished = reported the last iteration
+    # (or stopped early by the spec's scheduler)
     failed = sum(r.error is not None for r in results)
-    finished = sum(r.error is None and is_complete(r.metrics, r.config or {}) for r in results)
+    finished = sum(r.error is None and (is_complete(r.metrics, r.config or {}) or (r.metrics or {}).get("trial_id") in stopped_early)
+                   for r in results)
     launches.record_end(run_dir, len(results), finished, failed)
-    return GridOutcome(run_dir, results, len(results), finished, failed)
+    if remote is not None:
+        remote.push()
+    return GridOutcome(run_dir if remote is None else remote.uri, results, len(results), finished, failed)
 
 
 def launch(
@@ -322,18 +332,20 @@ def launch(
         spec = spec.replace(**changes)
     configs = expand_trials(spec)
     record = _canonical(resolved_record(spec, configs))
-    run_dir = spec.run_dir
+    remote = remote_run(spec.storage, spec.name)
+    # a remote run is checked and started from a local staging copy of its own files
+    run_dir = spec.run_dir if remote is None else remote.pull_own_files()
 
     restore = False
     if run_dir.exists() and any(run_dir.iterdir()):
         if not resume:
-            raise SpecError(f"run directory {run_dir} already exists; pass --resume to continue it, or choose another --name")
+            raise SpecError(f"run directory {remote.uri if remote else run_dir} already exists; pass --resume to continue it, or choose another --name")
         saved = _read_record(run_dir)
         if saved.get("trials") != record["trials"]:
             raise SpecError(f"--resume: the spec differs from the one {run_dir} was started with ({_first_difference(saved.get('trials', []), record['trials'])}); use another --name for a new grid")
         from ray.tune import Tuner
 
-        restore = Tuner.can_restore(str(run_dir))
+        restore = Tuner.can_restore(remote.uri if remote else str(run_dir))
         if not restore and _has_trials(run_dir):
             raise SpecError(f"{run_dir} holds trials but no Tune state (tuner.pkl) to restore them from")
     elif run_dir.exists() and not run_dir.is_dir():
@@ -341,11 +353,11 @@ def launch(
 
     with _on_cluster(spec, address):
         if restore:
-            return _restore(run_dir, spec)
+            return _restore(run_dir, spec, remote)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / SPEC_YAML).write_text(spec_text if spec_text is not None else yaml.safe_dump(record["spec"], sort_keys=False))
         (run_dir / SPEC_JSON).write_text(json.dumps(record, indent=1))
-        return _fit(spec, run_dir, configs)
+        return _fit(spec, run_dir, configs, remote)
 
 
 @contextlib.contextmanager
@@ -367,34 +379,63 @@ def _on_cluster(spec: GridSpec, address: Optional[str]):
             ray.shutdown()
 
 
-def _fit(spec: GridSpec, run_dir: Path, configs: list) -> GridOutcome:
+def _fit(spec: GridSpec, run_dir: Path, configs: list, remote: Optional[RemoteRun] = None) -> GridOutcome:
     from ray import tune
 
+    from orchestrator.cell_search import tune_options
+
     launches.record_launch(run_dir, "start")
+    if remote is not None:
+        remote.push()
     sweep_keys = tuple(spec.sweep)
+    # a search samples each cell's trials itself (from one config per cell); a grid enumerates the param space
+    cells = {cell_key(c.to_dict()): c.to_dict() for c in configs}
+    search = tune_options(spec.search, spec.scheduler, cells, max(c.num_iterations for c in configs))
+    expected = num_trials(spec.search, len(cells)) if spec.search else len(configs)
     tuner = tune.Tuner(
         build_trainable(spec),
-        param_space=param_space(spec),
+        param_space={} if spec.search else param_space(spec),
         tune_config=tune.TuneConfig(
-            num_samples=1,
+            **{"num_samples": 1, **search},
             reuse_actors=False,
             trial_name_creator=functools.partial(trial_name, sweep_keys=sweep_keys),
             trial_dirname_creator=functools.partial(trial_dirname, sweep_keys=sweep_keys),
         ),
         run_config=_run_config(spec, run_dir),
     )
-    results = tuner.fit()
-    if len(results) != len(configs):
-        raise RuntimeError(f"Tune generated {len(results)} trials, the spec expands to {len(configs)}")
-    return _finish(run_dir, results)
+    with _sigterm_stops_tune():
+        results = tuner.fit()
+    if len(results) != expected:
+        raise RuntimeError(f"Tune generated {len(results)} trials, the spec expands to {expected}")
+    stopped = frozenset(getattr(search.get("scheduler"), "stopped", ()))
+    return _finish(run_dir, results, remote, stopped)
 
 
-def _restore(run_dir: Path, spec: GridSpec) -> GridOutcome:
+def _restore(run_dir: Path, spec: GridSpec, remote: Optional[RemoteRun] = None) -> GridOutcome:
     from ray.tune import Tuner
 
-    tuner = Tuner.restore(str(run_dir), trainable=build_trainable(spec), resume_errored=True)
+    tuner = Tuner.restore(remote.uri if remote else str(run_dir), trainable=build_trainable(spec), resume_errored=True)
     launches.record_launch(run_dir, "resume")
-    return _finish(run_dir, tuner.fit())
+    if remote is not None:
+        remote.push()
+    with _sigterm_stops_tune():
+        results = tuner.fit()
+    return _finish(run_dir, results, remote)
+
+
+@contextlib.contextmanager
+def _sigterm_stops_tune():
+    """Batch systems end a job with SIGTERM (SLURM: scancel, requeue, time limit).  Tune stops gracefully on
+    SIGUSR1 as on Ctrl-C, saving the experiment state (a trial that just finished is recorded as finished), so
+    SIGTERM is passed on as SIGUSR1 while the experiment runs.  Signal handlers exist in the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGUSR1))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None) -> GridOutcome:
@@ -402,15 +443,18 @@ def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None) -> G
     and errored ones continue from their last checkpoint."""
     from ray.tune import Tuner
 
-    run_dir = Path(run_dir).resolve()
+    remote = None if is_local(str(run_dir)) else RemoteRun.at(str(run_dir))
+    if remote is not None and not remote.exists():
+        raise SpecError(f"run directory {remote.uri} does not exist")
+    run_dir = Path(local_path(str(run_dir))).resolve() if remote is None else remote.pull_own_files()
     if not run_dir.is_dir():
         raise SpecError(f"run directory {run_dir} does not exist")
     record = _read_record(run_dir)
     spec = spec_from_record(record)
-    if not Tuner.can_restore(str(run_dir)):
+    if not Tuner.can_restore(remote.uri if remote else str(run_dir)):
         raise SpecError(f"{run_dir} has no Tune state to restore (tuner.pkl is missing): the grid never started; launch it with `grid SPEC --resume`")
     with _on_cluster(spec, address):
-        return _restore(run_dir, spec)
+        return _restore(run_dir, spec, remote)
 
 
 def describe(outcome: GridOutcome) -> str:

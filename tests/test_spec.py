@@ -86,7 +86,7 @@ MALFORMED = [
     ("negative mc worker cpus", "resources.mc_worker_cpus", -1, ["resources.mc_worker_cpus: must be >= 0"]),
     ("negative max_failures", "max_failures", -1, ["max_failures: must be >= 0"]),
     ("name with a slash", "name", "a/b", ["name: expected a directory name"]),
-    ("storage URI", "storage", "s3://bucket/runs", ["storage", "is a URI"]),
+    ("storage URI", "storage", "ftp://host/runs", ["storage", "scheme 'ftp'"]),
     ("unknown backend", "shared.backend", "tpu", ["shared.backend: unknown backend 'tpu'"]),
     ("bad device", "shared.device", "gpu0", ["shared.device: device must be auto, cpu or cuda"]),
     ("env field in per_method", "per_method.gae.env_id", "PushCube-v1", ["per_method.gae.env_id: set it with env.env_id"]),

@@ -137,7 +137,7 @@ def test_slurm_script(job_dir, tmp_path, run_cli):
     text = out.read_text()
     assert subprocess.run(["bash", "-n", str(out)], capture_output=True).returncode == 0
     for line in ("#SBATCH --nodes=3", "#SBATCH --cpus-per-task=8", "#SBATCH --gpus-per-task=1", "#SBATCH --partition=gpu",
-                 "#SBATCH --requeue", "export RAY_AUTH_MODE=token", "ray start --head", 'ray start --address="$head_ip:$port"',
+                 "#SBATCH --requeue", "export RAY_AUTH_MODE=token", "ray start --head", 'ray start --address="$0"', "#SBATCH --mem=64G", 'cd "${SLURM_SUBMIT_DIR',
                  'python -m orchestrator grid job.yaml --storage /shared/runs --resume --address "$head_ip:$port"'):
         assert line in text, line
     assert os.access(out, os.X_OK)
