@@ -24,17 +24,17 @@ class EnvConfig:
     :func:`envs.backend.resolve_backend`.
     """
 
-    env_id: str = "PickCube-v1"
-    num_envs: int = 8
-    control_mode: str = "pd_joint_delta_pos"
-    reward_mode: str = "sparse"
-    max_episode_steps: int = 50
-    backend: str = "auto"
-    autoreset: bool = True
+    env_id: str = field(default="PickCube-v1", metadata={"help": "stock ManiSkill task id (state observations)"})
+    num_envs: int = field(default=8, metadata={"help": "envs stepped as one batch"})
+    control_mode: str = field(default="pd_joint_delta_pos", metadata={"help": "ManiSkill controller"})
+    reward_mode: str = field(default="sparse", metadata={"help": "sparse | dense | normalized_dense | none"})
+    max_episode_steps: int = field(default=50, metadata={"help": "time limit: an episode is truncated after this many steps"})
+    backend: str = field(default="auto", metadata={"help": "auto | gpu | cpu simulation"})
+    autoreset: bool = field(default=True, metadata={"help": "a finished env starts its next episode at once (partial auto-reset)"})
     # False: success does not end the episode (it runs to the time limit).  Dense-reward PPO needs this:
     # with gamma 0.8, hovering near the goal for the shaped reward is worth more than the one success reward,
     # so a policy for which success is terminal learns to avoid succeeding.
-    terminate_on_success: bool = True
+    terminate_on_success: bool = field(default=True, metadata={"help": "success ends the episode"})
     num_workers: Optional[int] = field(default=None, metadata={"help": (
         "cpu backend: worker processes hosting the envs (None: the CPUs this process may run on); "
         "results do not depend on it")})
