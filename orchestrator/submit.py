@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from algorithms.checkpoint import check_writable_dir
 from orchestrator.spec import expand_trials, load_spec, read_yaml
 
 # Not shipped with a job: environments, VCS data, results, caches, local pretraining runs, device bundles.
@@ -281,8 +282,14 @@ exit $status
 
 
 def write_sbatch(out: str | os.PathLike, spec_path: str | os.PathLike, cfg: SlurmConfig, **kw) -> Path:
-    text = sbatch_script(spec_path, cfg, **kw)
     out = Path(out)
+    if out.is_dir():
+        raise SubmitError(f"--slurm {out} is a directory; give the batch script's file name (e.g. grid.sbatch)")
+    try:
+        check_writable_dir(out.parent, "--slurm")
+    except ValueError as e:
+        raise SubmitError(str(e)) from None
+    text = sbatch_script(spec_path, cfg, **kw)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     out.chmod(0o755)

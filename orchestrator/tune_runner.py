@@ -39,7 +39,7 @@ import yaml
 from algorithms.config import FinetuneConfig
 from orchestrator import launches
 from orchestrator.spec import (
-    GridSpec, ResourceSpec, SpecError, cell_overrides, check_resources, expand_trials, load_spec,
+    GridSpec, ResourceSpec, SpecError, cell_overrides, check_resources, check_storage_writable, expand_trials, load_spec,
     local_machine_resources, resolved_record, short_value, spec_from_record, trial_label,
 )
 
@@ -323,6 +323,9 @@ def launch(
     if changes:
         spec = spec.replace(**changes)
     configs = expand_trials(spec)
+    check_storage_writable(spec.storage)
+    if _local_run(address):
+        check_local_backends(configs)
     record = _canonical(resolved_record(spec, configs))
     run_dir = spec.run_dir
 
@@ -348,6 +351,17 @@ def launch(
         (run_dir / SPEC_YAML).write_text(spec_text if spec_text is not None else yaml.safe_dump(record["spec"], sort_keys=False))
         (run_dir / SPEC_JSON).write_text(json.dumps(record, indent=1))
         return _fit(spec, run_dir, configs, analyze)
+
+
+def check_local_backends(configs: list) -> None:
+    """SpecError unless every trial's simulation backend runs on this machine (a local grid's trials run here)."""
+    from envs.backend import BackendUnavailable, resolve_backend
+
+    for backend in sorted({c.backend for c in configs}):
+        try:
+            resolve_backend(backend)
+        except BackendUnavailable as e:
+            raise SpecError(f"backend: {e}") from None
 
 
 @contextlib.contextmanager
@@ -409,6 +423,7 @@ def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None, anal
         raise SpecError(f"run directory {run_dir} does not exist")
     record = _read_record(run_dir)
     spec = spec_from_record(record)
+    check_storage_writable(str(run_dir))
     if not Tuner.can_restore(str(run_dir)):
         raise SpecError(f"{run_dir} has no Tune state to restore (tuner.pkl is missing): the grid never started; launch it with `grid SPEC --resume`")
     with _on_cluster(spec, address):
