@@ -9,7 +9,9 @@ import): no worker process, no Ray.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
+import warnings
 from typing import NamedTuple
 
 
@@ -37,13 +39,22 @@ KNOWN_SPACES: dict[tuple[str, str], TaskSpaces] = {
 
 def registered_env_ids() -> list[str]:
     """Every id ManiSkill registers (stock tasks and this project's headless variants).  Imports ManiSkill."""
-    import mani_skill.envs  # noqa: F401  (registers the stock tasks)
+    with _quiet_sapien():
+        import mani_skill.envs  # noqa: F401  (registers the stock tasks)
     from mani_skill.utils.registration import REGISTERED_ENVS
 
     from envs.tasks import register_headless_variants
 
     register_headless_variants()
     return sorted(REGISTERED_ENVS)
+
+
+@contextlib.contextmanager
+def _quiet_sapien():
+    """SAPIEN's missing-libvulkan notice: state-only simulation needs no renderer, and a refusal must stay one line."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Failed to find system libvulkan")
+        yield
 
 
 def check_env_id(env_id: str) -> None:
@@ -68,7 +79,8 @@ def task_spaces(env_id: str, control_mode: str) -> TaskSpaces:
     from envs.worker import make_single_env
 
     try:
-        env = make_single_env(env_id, control_mode, "sparse")
+        with _quiet_sapien():
+            env = make_single_env(env_id, control_mode, "sparse")
     except AssertionError as e:  # ManiSkill asserts on an unsupported control mode
         first = (str(e).strip().splitlines() or [""])[0]
         raise UnknownTask(f"control mode {control_mode!r} does not fit {env_id}: {first}") from None

@@ -247,9 +247,11 @@ def _check_cluster(spec: GridSpec) -> None:
 
 
 def _local_run(address: Optional[str]) -> bool:
-    import ray
-
-    return address is None and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized()
+    if address is not None or os.environ.get("RAY_ADDRESS"):
+        return False
+    # Ray not imported yet: certainly not initialised (and validation need not pay the import)
+    ray = sys.modules.get("ray")
+    return ray is None or not ray.is_initialized()
 
 
 def _run_config(spec: GridSpec, run_dir: Path):
@@ -317,8 +319,8 @@ def launch(
     """
     spec_text = None
     if not isinstance(spec, GridSpec):
-        spec_text = Path(spec).read_text() if Path(spec).is_file() else None
-        spec = load_spec(spec)
+        path, spec = spec, load_spec(spec)  # validates the file (a binary one included) before it is read as text
+        spec_text = Path(path).read_text()
     changes = {k: v for k, v in (("storage", storage), ("name", name)) if v is not None}
     if changes:
         spec = spec.replace(**changes)
