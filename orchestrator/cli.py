@@ -137,10 +137,9 @@ def _cmd_collect(ns):
 
 def _cmd_pretrain_iql(ns):
     from algorithms.checkpoint import load_checkpoint
-    from algorithms.pretrain_values import IQLPretrainConfig, pretrain_iql
-
     from algorithms.data import TransitionDataset
     from algorithms.finetune import check_device
+    from algorithms.pretrain_values import IQLPretrainConfig, pretrain_iql
 
     cfg = dataclass_from_args(IQLPretrainConfig, ns)
     check_device(cfg.device)
@@ -153,9 +152,8 @@ def _cmd_pretrain_iql(ns):
 
 def _cmd_pretrain_critic(ns):
     from algorithms.checkpoint import load_checkpoint
-    from algorithms.pretrain_values import CriticPretrainConfig, pretrain_critic
-
     from algorithms.finetune import check_device
+    from algorithms.pretrain_values import CriticPretrainConfig, pretrain_critic
 
     cfg = dataclass_from_args(CriticPretrainConfig, ns)
     check_device(cfg.device)
