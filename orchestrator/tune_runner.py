@@ -418,14 +418,14 @@ def _restore(run_dir: Path, spec: GridSpec, analyze: bool) -> GridOutcome:
 def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None, analyze: bool = True) -> GridOutcome:
     """Continue the grid in ``run_dir`` (which may have been moved since): finished trials are kept, unfinished
     and errored ones continue from their last checkpoint."""
-    from ray.tune import Tuner
-
     run_dir = Path(run_dir).resolve()
     if not run_dir.is_dir():
         raise SpecError(f"run directory {run_dir} does not exist")
     record = _read_record(run_dir)
     spec = spec_from_record(record)
     check_storage_writable(str(run_dir))
+    from ray.tune import Tuner  # after the checks above: importing Ray Tune costs seconds
+
     if not Tuner.can_restore(str(run_dir)):
         raise SpecError(f"{run_dir} has no Tune state to restore (tuner.pkl is missing): the grid never started; launch it with `grid SPEC --resume`")
     with _on_cluster(spec, address):

@@ -163,7 +163,6 @@ def paths(tmp_path_factory, policy_checkpoint) -> dict:
     save_iql(inp / "iql_act7.pt", IQLValues(42, 7, 16), **task, config={"expectile": 0.7, "gamma": 0.8, "dataset_sha256": "-"})
     (inp / "binary.yaml").write_bytes(bytes(range(256)) * 4)
     (inp / "control.yaml").write_bytes(b"name: x\x00\x01\n")
-    (inp / "broken.yaml").write_text("name: [unclosed\n")
 
     spec = {
         "name": "tiny", "checkpoints": {"start": str(policy_checkpoint)}, "estimators": ["gae"], "updates": ["awr"],
@@ -183,9 +182,7 @@ def paths(tmp_path_factory, policy_checkpoint) -> dict:
     write_spec("act7_expert.yaml", checkpoints={"start": str(policy_checkpoint), "expert": str(inp / "act7.pt")}, estimators=["mc"])
     write_spec("act7_iql.yaml", checkpoints={"start": str(policy_checkpoint), "iql": str(inp / "iql_act7.pt")}, estimators=["iql"])
     write_spec("no_such_env.yaml", checkpoints={"start": str(bare)}, env={"env_id": "NoSuchEnv-v0"})
-    write_spec("unknown_estimator.yaml", estimators=["gae", "td"])
-    write_spec("cuda.yaml", shared={"device": "cuda"})
-    write_spec("huge.yaml", resources={"cpus_per_trial": 100_000})
+    write_spec("huge.yaml", name="huge", resources={"cpus_per_trial": 100_000})
     write_spec("file_storage.yaml", storage="results/data.pt/runs")
     write_spec("locked_storage.yaml", storage="locked/runs")
     write_spec("relative.yaml")
@@ -261,17 +258,12 @@ CASES = [
          ("a_file is a file, not a directory",)),
     Case("grid binary spec file", lambda p: ["grid", p["inp"] / "binary.yaml"], ("binary.yaml is not a text file",)),
     Case("grid spec with control characters", lambda p: ["grid", p["inp"] / "control.yaml"], ("control.yaml is not a text file",)),
-    Case("grid spec that is not YAML", lambda p: ["grid", p["inp"] / "broken.yaml"], ("is not valid YAML at line",)),
-    Case("grid missing spec file", lambda p: ["grid", "nowhere.yaml"], ("spec file nowhere.yaml does not exist",)),
-    Case("grid unknown estimator", lambda p: ["grid", p["inp"] / "unknown_estimator.yaml"], ("estimators[1]: unknown estimator 'td'",)),
-    Case("grid cuda without a GPU share", lambda p: ["grid", p["inp"] / "cuda.yaml"], ("device=cuda", "gpus_per_trial is 0")),
     Case("grid more CPUs than the machine", lambda p: ["grid", p["inp"] / "huge.yaml"], ("100000 CPUs, but this machine has",)),
     Case("grid existing run without --resume", lambda p: ["grid", p["inp"] / "tiny.yaml"], ("already exists; pass --resume",)),
     Case("grid --resume with a changed spec", lambda p: ["grid", p["inp"] / "tiny_changed.yaml", "--name", "tiny", "--resume"],
          ("--resume: the spec differs", "num_steps was 2, now 3")),
     Case("grid unknown flag", lambda p: ["grid", p["inp"] / "tiny.yaml", "--seeds", "3"], ("unrecognized arguments: --seeds 3",)),
     # -- resume
-    Case("resume missing run dir", lambda p: ["resume", "no_such_run"], ("no_such_run does not exist",)),
     Case("resume of a directory that is no run", lambda p: ["resume", f"{R}/not_a_run"], ("is not a grid run directory",)),
     Case("resume of a corrupt run record", lambda p: ["resume", f"{R}/corrupt_run"], ("spec.resolved.json is corrupt",)),
     Case("resume of a grid that never started", lambda p: ["resume", f"{R}/runs/tiny"], ("has no Tune state to restore",)),
@@ -290,8 +282,6 @@ CASES = [
          ("expert checkpoint", "act7.pt has obs/act dims 42/7")),
     Case("finetune corrupt start checkpoint", lambda p: ["finetune", *trial_flags(p["inp"] / "corrupt.pt"), "--out-dir", "new"],
          ("corrupt.pt is truncated or not a torch checkpoint",)),
-    Case("finetune missing start checkpoint", lambda p: ["finetune", *trial_flags(Path("nowhere.pt")), "--out-dir", "new"],
-         ("checkpoint nowhere.pt does not exist",)),
     Case("finetune iql without a Q/V checkpoint", lambda p: ["finetune", *trial_flags(p["start"], estimator="iql"), "--out-dir", "new"],
          ("needs --iql-checkpoint",)),
     Case("finetune sarsa with IQL's expectile",
@@ -300,8 +290,6 @@ CASES = [
     Case("finetune Q/V file as GAE critic",
          lambda p: ["finetune", *trial_flags(p["start"]), "--gae-critic-checkpoint", p["iql"], "--out-dir", "new"],
          ("not a V-only critic",)),
-    Case("finetune unsupported control mode", lambda p: ["finetune", *trial_flags(p["bare"]), "--control-mode", "bogus", "--out-dir", "new"],
-         ("control mode 'bogus' does not fit PickCube-v1",)),
     Case("finetune zero envs", lambda p: ["finetune", "--num-envs", "0", "--out-dir", "new"], ("num_envs must be >= 1, got 0",)),
     Case("finetune non-integer flag", lambda p: ["finetune", "--num-envs", "abc"], ("argument --num-envs: invalid int value: 'abc'",)),
     Case("finetune over a finished trial", lambda p: ["finetune", *trial_flags(p["start"]), "--out-dir", T],
@@ -322,7 +310,6 @@ CASES = [
     Case("eval zero episodes", lambda p: ["eval", "--checkpoint", p["start"], "--episodes", "0"], ("--episodes must be >= 1, got 0",)),
     Case("eval zero envs", lambda p: ["eval", "--checkpoint", p["start"], "--num-envs", "0"], ("--num-envs must be >= 1, got 0",)),
     Case("eval checkpoint of the wrong size", lambda p: ["eval", "--checkpoint", p["inp"] / "act7.pt"], ("has obs/act dims 42/7",)),
-    Case("eval bare state_dict without --env-id", lambda p: ["eval", "--checkpoint", p["bare"]], ("records no env id", "pass --env-id")),
     Case("eval --backend gpu without GPU simulation", lambda p: ["eval", "--checkpoint", p["start"], "--backend", "gpu"], ("backend 'gpu' needs",)),
     # -- collect, pretrain-iql, pretrain-critic, pretrain, select
     Case("collect policy of the wrong size", lambda p: ["collect", "--policy", p["inp"] / "act7.pt", "--out", "new.pt"], ("has obs/act dims 42/7",)),
@@ -330,12 +317,10 @@ CASES = [
          ("data.pt already exists; pass --overwrite",)),
     Case("collect --out is a directory", lambda p: ["collect", "--policy", p["start"], "--out", R], ("is a directory",)),
     Case("collect zero transitions", lambda p: ["collect", "--num-transitions", "0"], ("num_transitions must be >= 1",)),
-    Case("pretrain-iql missing dataset", lambda p: ["pretrain-iql", "--dataset", "nowhere.pt", "--out", "new.pt"], ("nowhere.pt does not exist",)),
     Case("pretrain-iql policy as dataset", lambda p: ["pretrain-iql", "--dataset", p["start"], "--out", "new.pt"],
          ("is a policy checkpoint, expected a dataset checkpoint",)),
     Case("pretrain-iql --device cuda without CUDA", lambda p: ["pretrain-iql", "--dataset", f"{R}/data.pt", "--device", "cuda", "--out", "new.pt"],
          ("device 'cuda' is not available",)),
-    Case("pretrain-iql expectile out of range", lambda p: ["pretrain-iql", "--expectile", "1.5"], ("expectile must be in (0, 1)",)),
     Case("pretrain-critic policy of the wrong size", lambda p: ["pretrain-critic", "--policy", p["inp"] / "act7.pt", "--out", "new.pt"],
          ("has obs/act dims 42/7",)),
     Case("pretrain --init-from of the wrong size", lambda p: ["pretrain", "--init-from", p["inp"] / "act7.pt", "--out-dir", "new"],
