@@ -219,9 +219,16 @@ def check_policy_fits(ckpt: dict, label: str, env_id: str, venv) -> None:
 
 def check_fits_task(ckpt: dict, label: str, env_id: str, control_mode: str) -> None:
     """CheckpointError unless the sizes ``ckpt`` records are those of ``env_id`` under ``control_mode``, read
-    without a simulator process (:func:`envs.task_spaces.task_spaces`; UnknownTask for an unknown task)."""
+    without a simulator (:func:`envs.task_spaces.task_spaces`; UnknownTask for an unregistered id).  A task
+    whose sizes are known only from its env passes here and is checked when its env starts."""
     spaces = task_spaces(env_id, control_mode)
-    _check_sizes(ckpt, label, f"{env_id} ({control_mode})", spaces.obs_dim, spaces.act_dim)
+    if spaces is not None:
+        _check_sizes(ckpt, label, f"{env_id} ({control_mode})", spaces.obs_dim, spaces.act_dim)
+
+
+def check_same_sizes(ckpt: dict, label: str, ref: dict, ref_label: str) -> None:
+    """CheckpointError unless two checkpoints that act on the same task record the same obs/act sizes."""
+    _check_sizes(ckpt, label, ref_label, ref["obs_dim"], ref["act_dim"])
 
 
 def save_policy(path, agent, *, env_id: str, control_mode: str, config=None, metrics=None, extra=None) -> str:

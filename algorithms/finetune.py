@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from algorithms.checkpoint import atomic_torch_save, check_writable_dir, load_policy, save_policy
+from algorithms.checkpoint import CheckpointError, atomic_torch_save, check_policy_fits, check_writable_dir, load_policy, save_policy
 from algorithms.config import FinetuneConfig
 from algorithms.estimators import TrialContext, make_estimator
 from algorithms.evaluate import evaluate
@@ -59,30 +59,35 @@ def check_trial_machine(cfg: FinetuneConfig) -> None:
 
 def validate_trial_inputs(cfg: FinetuneConfig) -> None:
     """Check the task and every file the trial reads before any simulator starts: each checkpoint loads, is the
-    kind the trial needs, and records the observation/action sizes of ``cfg.env_id`` under ``cfg.control_mode``
-    (read without a simulator, :func:`envs.task_spaces.task_spaces`).  Raises CheckpointError/ValueError in one
-    line naming the checkpoint's role and file."""
-    from algorithms.checkpoint import check_fits_task, load_checkpoint
+    kind the trial needs, records the observation/action sizes of ``cfg.env_id`` under ``cfg.control_mode``
+    (read without a simulator, :func:`envs.task_spaces.task_spaces`; for a task outside its table, the sizes of
+    the start checkpoint, and the env's when it starts).  Raises CheckpointError/ValueError in one line naming
+    the checkpoint's role and file."""
+    from algorithms.checkpoint import check_fits_task, check_same_sizes, load_checkpoint
 
     task = dict(env_id=cfg.env_id, control_mode=cfg.control_mode)
+    start_label = f"start checkpoint {cfg.start_checkpoint}"
     start = load_checkpoint(cfg.start_checkpoint, kind="policy", **task)
-    check_fits_task(start, f"start checkpoint {cfg.start_checkpoint}", **task)
+    check_fits_task(start, start_label, **task)
+
+    def fits(ckpt: dict, label: str) -> None:
+        check_fits_task(ckpt, label, **task)
+        check_same_sizes(ckpt, label, start, start_label)
+
     if cfg.estimator == "mc" and cfg.mc_policy == "expert" or cfg.quality_every:
-        expert = load_checkpoint(cfg.expert_checkpoint, kind="policy", **task)
-        check_fits_task(expert, f"expert checkpoint {cfg.expert_checkpoint}", **task)
+        fits(load_checkpoint(cfg.expert_checkpoint, kind="policy", **task), f"expert checkpoint {cfg.expert_checkpoint}")
     if cfg.estimator in ("iql", "sarsa"):
         from algorithms.estimators.iql import load_trial_values
 
         if cfg.iql_checkpoint:
-            check_fits_task(load_checkpoint(cfg.iql_checkpoint, kind="value", **task), f"{cfg.estimator} Q/V checkpoint {cfg.iql_checkpoint}", **task)
+            fits(load_checkpoint(cfg.iql_checkpoint, kind="value", **task), f"{cfg.estimator} Q/V checkpoint {cfg.iql_checkpoint}")
         load_trial_values(cfg)  # also the expectile (sarsa: 0.5) and gamma the Q/V were trained with
     if cfg.gae_critic_checkpoint:
         from algorithms.agent import Agent
         from algorithms.value_functions import load_critic_into
 
         # a V-only critic of the right size and discount (an IQL Q/V file is refused here, not after the envs start)
-        critic = load_checkpoint(cfg.gae_critic_checkpoint, kind="value", env_id=cfg.env_id)
-        check_fits_task(critic, f"critic checkpoint {cfg.gae_critic_checkpoint}", **task)
+        fits(load_checkpoint(cfg.gae_critic_checkpoint, kind="value", env_id=cfg.env_id), f"critic checkpoint {cfg.gae_critic_checkpoint}")
         load_critic_into(Agent(start["obs_dim"], start["act_dim"]), cfg.gae_critic_checkpoint, obs_dim=start["obs_dim"], gamma=cfg.gamma)
 
 
@@ -181,6 +186,11 @@ def run_trial(
         return make_vector_env(env_cfg.replace(num_envs=num_envs, autoreset=autoreset))
 
     venv = make_env(cfg.num_envs)
+    try:  # a task outside envs.task_spaces' table: its sizes are known only now
+        check_policy_fits(start_ck, f"start checkpoint {cfg.start_checkpoint}", cfg.env_id, venv)
+    except CheckpointError:
+        venv.close()
+        raise
     gens = {
         "update": torch.Generator().manual_seed(cfg.seed),
         "action": torch.Generator(device=device).manual_seed(cfg.seed + 1),

@@ -1,18 +1,19 @@
 """A task's observation and action sizes, known before any simulator process starts.
 
 Commands check every checkpoint against the task before they start Ray or env workers, so they need the
-sizes cheaply.  Importing ManiSkill alone costs 2-4 s on a 2-core machine, too slow for a refusal, so the
-tasks this project runs are answered from :data:`KNOWN_SPACES` (measured with ``obs_mode="state"`` on
-ManiSkill 3.0.1 and re-measured by tests/test_bad_input.py).  Any other (env id, control mode) is looked up
-in ManiSkill's registry and built once, in this process, on the CPU simulation (about 0.3 s after the
-import): no worker process, no Ray.
+sizes cheaply.  Importing ManiSkill alone costs 2-4 s of CPU on a 2-core machine, and building an env in the
+checking process would create a CPU PhysX scene there (a process that later runs GPU simulation must not have
+one), so the tasks this project runs are answered from :data:`KNOWN_SPACES`, measured with ``obs_mode="state"``
+on ManiSkill 3.0.1 and re-measured against the simulator by tests/test_bad_input.py.  Any other env id is
+checked against ManiSkill's registry (one import, no env built) and its sizes are left to the env itself: the
+callers then check the checkpoints against each other, and against the env when it starts.
 """
 from __future__ import annotations
 
 import contextlib
 import difflib
 import warnings
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 
 class TaskSpaces(NamedTuple):
@@ -21,7 +22,7 @@ class TaskSpaces(NamedTuple):
 
 
 class UnknownTask(ValueError):
-    """An env id that ManiSkill does not register, or a control mode the task does not support."""
+    """An env id that ManiSkill does not register."""
 
 
 # (stock env id, control mode) -> sizes with obs_mode="state"
@@ -68,26 +69,12 @@ def check_env_id(env_id: str) -> None:
         raise UnknownTask(f"env id {env_id!r} is not a registered ManiSkill task ({hint})")
 
 
-def task_spaces(env_id: str, control_mode: str) -> TaskSpaces:
-    """Observation and action sizes of ``env_id`` under ``control_mode`` (state observations).
+def task_spaces(env_id: str, control_mode: str) -> Optional[TaskSpaces]:
+    """Observation and action sizes of ``env_id`` under ``control_mode`` (state observations), or None for a
+    registered task outside :data:`KNOWN_SPACES` (its sizes are known once its env is built).
 
-    Raises UnknownTask (one line) for an unregistered id or an unsupported control mode."""
+    Raises UnknownTask (one line) for an id ManiSkill does not register."""
     known = KNOWN_SPACES.get((env_id, control_mode))
-    if known is not None:
-        return known
-    check_env_id(env_id)
-    from envs.worker import make_single_env
-
-    try:
-        with _quiet_sapien():
-            env = make_single_env(env_id, control_mode, "sparse")
-    except AssertionError as e:  # ManiSkill asserts on an unsupported control mode
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise UnknownTask(f"control mode {control_mode!r} does not fit {env_id}: {first}") from None
-    except Exception as e:  # a task that needs a renderer, assets that are not downloaded, ...
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UnknownTask(f"{env_id} ({control_mode}) cannot be built on this machine: {type(e).__name__}: {first}") from None
-    try:
-        return TaskSpaces(int(env.observation_space.shape[-1]), int(env.action_space.shape[-1]))
-    finally:
-        env.close()
+    if known is None:
+        check_env_id(env_id)
+    return known

@@ -171,10 +171,10 @@ def paths(tmp_path_factory, policy_checkpoint) -> dict:
         "storage": "results/runs",
     }
 
-    def write_spec(name: str, **changes) -> Path:
+    def write_spec(filename: str, **changes) -> Path:
         d = {**spec, **changes}
-        (inp / name).write_text(yaml.safe_dump(d, sort_keys=False))
-        return inp / name
+        (inp / filename).write_text(yaml.safe_dump(d, sort_keys=False))
+        return inp / filename
 
     write_spec("tiny.yaml")
     write_spec("tiny_changed.yaml", budget={"num_envs": 1, "num_steps": 3, "num_iterations": 1})
@@ -406,8 +406,8 @@ def test_overwrite_replaces_only_the_old_trial(paths, tmp_path, capsys):
 
 
 def test_known_task_sizes_are_the_simulators():
-    """The table that answers size checks without a simulator agrees with ManiSkill's own envs (built in-process)."""
-    from envs.task_spaces import KNOWN_SPACES, TaskSpaces, task_spaces
+    """The table that answers size checks without a simulator agrees with ManiSkill's own envs (built here, in-process)."""
+    from envs.task_spaces import KNOWN_SPACES, TaskSpaces, UnknownTask, task_spaces
     from envs.worker import make_single_env
 
     for (env_id, mode), sizes in KNOWN_SPACES.items():
@@ -416,5 +416,7 @@ def test_known_task_sizes_are_the_simulators():
             assert TaskSpaces(env.observation_space.shape[-1], env.action_space.shape[-1]) == sizes, (env_id, mode)
         finally:
             env.close()
-    # a task outside the table is built once, in this process
-    assert task_spaces("PickCube-v1", "pd_joint_pos_vel") == TaskSpaces(42, 15)
+    # a registered task outside the table: no sizes before its env is built; an unregistered one is refused
+    assert task_spaces("PickCube-v1", "pd_joint_pos_vel") is None
+    with pytest.raises(UnknownTask, match=r"env id 'PickCub-v1' is not a registered ManiSkill task \(did you mean PickCube-v1"):
+        task_spaces("PickCub-v1", "pd_joint_delta_pos")
