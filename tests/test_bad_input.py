@@ -416,6 +416,16 @@ def test_known_task_sizes_are_the_simulators():
             assert TaskSpaces(env.observation_space.shape[-1], env.action_space.shape[-1]) == sizes, (env_id, mode)
         finally:
             env.close()
+    # the registry snapshot that refuses unknown ids without importing ManiSkill is ManiSkill's registry
+    from importlib import metadata
+
+    from envs.task_spaces import HEADLESS_IDS, REGISTERED_IDS, REGISTRY_VERSION, live_registered_env_ids, registered_env_ids
+    from envs.tasks import HEADLESS_VARIANTS
+
+    assert set(HEADLESS_IDS) == {headless for headless, _ in HEADLESS_VARIANTS.values()}
+    assert registered_env_ids() == live_registered_env_ids()
+    if metadata.version("mani_skill") == REGISTRY_VERSION:
+        assert REGISTERED_IDS <= set(live_registered_env_ids())
     # a registered task outside the table: no sizes before its env is built; an unregistered one is refused
     assert task_spaces("PickCube-v1", "pd_joint_pos_vel") is None
     with pytest.raises(UnknownTask, match=r"env id 'PickCub-v1' is not a registered ManiSkill task \(did you mean PickCube-v1"):
