@@ -2,10 +2,11 @@
 
 Each case runs ``python -m orchestrator ...`` as a user would (a subprocess, no stdin) in a workspace of its own
 that holds an existing results tree: a real finished ``finetune`` trial (config.json, tb/, checkpoint/), the run
-directory of a launched grid (spec.yaml, spec.resolved.json) and a dataset.  For every case the test asserts
-exit status 2, exactly one non-empty stderr line (``error: ...`` with the words that name the problem), under
-5 s (CPU time of the command; wall time too, stretched only on a machine busier than its cores), no Ray and no env-worker process among the command's descendants (sampled every 20 ms from
-/proc while it runs), and the workspace's tree byte-for-byte unchanged (sha256 and mtime of every file).
+directory of a launched grid (spec.yaml, spec.resolved.json) and a dataset.  For every case the test asserts:
+exit status 2; exactly one non-empty stderr line (``error: ...`` with the words that name the problem); under
+5 s (the command's CPU time always; its wall time too, stretched only while the machine's run queue is longer
+than its cores); no Ray and no env-worker process among the command's descendants (sampled every 20 ms from
+/proc while it runs); and the workspace's tree byte-for-byte unchanged (sha256 and mtime of every file).
 
 The cases run two at a time (the CI machine has 2 cores; each call is one CPU-bound Python start-up), each in
 its own copy of the workspace, so the module costs about half the sum of the calls.
