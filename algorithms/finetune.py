@@ -29,6 +29,7 @@ from envs.config import EnvConfig
 from envs.vector import make_vector_env
 
 TRIAL_STATE = "trial_state.pt"
+RESET_SEED_STRIDE = 1_000_003  # iteration it of seed s resets its envs with seed s * stride + it
 ReportFn = Callable[[dict, Path], None]
 
 
@@ -65,6 +66,9 @@ def validate_trial_inputs(cfg: FinetuneConfig) -> None:
     the checkpoint's role and file."""
     from algorithms.checkpoint import check_fits_task, check_same_sizes, load_checkpoint
 
+    top = (2**32 - 1 - cfg.num_iterations) // RESET_SEED_STRIDE  # ManiSkill seeds numpy's RandomState: below 2**32
+    if not 0 <= cfg.seed <= top:
+        raise ValueError(f"seed must be in [0, {top}] (env resets are seeded with seed * {RESET_SEED_STRIDE} + iteration), got {cfg.seed}")
     task = dict(env_id=cfg.env_id, control_mode=cfg.control_mode)
     start_label = f"start checkpoint {cfg.start_checkpoint}"
     start = load_checkpoint(cfg.start_checkpoint, kind="policy", **task)
@@ -255,7 +259,7 @@ def run_trial(
         for it in range(start_iter + 1, cfg.num_iterations + 1):
             t0 = time.time()
             m: dict = {"iteration": it}
-            obs = venv.reset(seed=cfg.seed * 1_000_003 + it)
+            obs = venv.reset(seed=cfg.seed * RESET_SEED_STRIDE + it)
             probe = quality is not None and it % cfg.quality_every == 0
             ro = collect_rollout(agent, venv, obs, cfg.num_steps, device, save_states=estimator.needs_states or probe, generator=gens["action"])
             t1 = time.time()

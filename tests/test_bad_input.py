@@ -291,6 +291,8 @@ CASES = [
     Case("finetune Q/V file as GAE critic",
          lambda p: ["finetune", *trial_flags(p["start"]), "--gae-critic-checkpoint", p["iql"], "--out-dir", "new"],
          ("not a V-only critic",)),
+    Case("finetune negative seed", lambda p: ["finetune", *trial_flags(p["start"], seed=-1), "--out-dir", "new"],
+         ("seed must be in [0, 4294]", "got -1")),
     Case("finetune zero envs", lambda p: ["finetune", "--num-envs", "0", "--out-dir", "new"], ("num_envs must be >= 1, got 0",)),
     Case("finetune non-integer flag", lambda p: ["finetune", "--num-envs", "abc"], ("argument --num-envs: invalid int value: 'abc'",)),
     Case("finetune over a finished trial", lambda p: ["finetune", *trial_flags(p["start"]), "--out-dir", T],
