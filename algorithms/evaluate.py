@@ -75,3 +75,55 @@ def evaluate(
         mean_length=float(torch.cat(lengths).mean()),
         deterministic=deterministic,
     )
+
+
+@torch.no_grad()
+def evaluate_fixed_steps(
+    agent,
+    venv: VectorEnv,
+    num_slots: int,
+    seed: int = 10_000,
+    deterministic: bool = True,
+    device="cpu",
+) -> EvalResult:
+    """The reference code's count: ``num_slots`` envs (seeds ``seed, seed+1, ...``, in rounds of ``venv.num_envs``)
+    each run ``max_episode_steps`` steps with auto-reset, and every episode that *ends* inside that window counts.
+
+    An env that succeeds early starts a new episode, which counts only if it also ends in time, and it ends in
+    time mostly by succeeding: this count leans towards success compared with :func:`evaluate`.
+    ``venv`` must auto-reset.
+    """
+    if num_slots < 1:
+        raise ValueError(f"num_slots must be >= 1, got {num_slots}")
+    N = venv.num_envs
+    gen = torch.Generator(device=device).manual_seed(seed)
+    ended_success, returns, lengths = [], [], []
+    done = 0
+    while done < num_slots:
+        n = min(N, num_slots - done)
+        obs = venv.reset(seeds=[seed + done + i for i in range(N)])[:n].to(device)
+        ids = torch.arange(n)
+        succ = torch.zeros(n, dtype=torch.bool)
+        ret = torch.zeros(n)
+        length = torch.zeros(n)
+        for _ in range(venv.config.max_episode_steps):
+            step = venv.step(agent.act(obs, deterministic=deterministic, generator=gen), env_ids=ids)
+            succ |= step.success.cpu()
+            ret += step.reward.cpu()
+            length += 1
+            ended = (step.terminated | step.truncated).cpu()
+            if ended.any():
+                ended_success.append(succ[ended].clone())
+                returns.append(ret[ended].clone())
+                lengths.append(length[ended].clone())
+                succ[ended], ret[ended], length[ended] = False, 0.0, 0.0
+            obs = step.obs.to(device)
+        done += n
+    s = torch.cat(ended_success).float() if ended_success else torch.zeros(0)
+    return EvalResult(
+        success_rate=float(s.mean()) if s.numel() else 0.0,
+        episodes=int(s.numel()),
+        mean_return=float(torch.cat(returns).mean()) if returns else 0.0,
+        mean_length=float(torch.cat(lengths).mean()) if lengths else 0.0,
+        deterministic=deterministic,
+    )

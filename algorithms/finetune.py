@@ -4,6 +4,13 @@ No Ray here.  ``run_trial`` reports each iteration's metrics (SPEC.md names) to 
 TensorBoard, saves the whole trial state (policy, optimisers, estimator state, RNG, history) into
 ``<out_dir>/checkpoint`` after every iteration, and resumes from a checkpoint directory when given one.
 Iteration 0 is the start policy's evaluation.
+
+Resets: with ``rollout_reset=iteration`` env i of iteration k starts from seed
+``seed * 1_000_003 + (k - 1) * num_envs + i``, so no two rollouts of a trial share an initial state.  With
+``rollout_reset=once`` (the reference's protocol) episodes carry over from one iteration to the next
+(evaluation saves and restores the training envs' state around itself); a resumed ``once`` trial restarts its
+episodes at the resume point.  ``offline`` collects and estimates one batch at iteration 1 and trains on it at
+every iteration (it is saved with the trial state, so a resumed offline trial trains on the same batch).
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ import torch
 from algorithms.checkpoint import CheckpointError, atomic_torch_save, check_policy_fits, check_writable_dir, load_policy, save_policy
 from algorithms.config import FinetuneConfig
 from algorithms.estimators import TrialContext, make_estimator
-from algorithms.evaluate import evaluate
+from algorithms.evaluate import evaluate, evaluate_fixed_steps
 from algorithms.rollout import collect_rollout
 from algorithms.updates import UpdateBatch, make_update
 from envs.backend import resolve_backend
@@ -29,8 +36,14 @@ from envs.config import EnvConfig
 from envs.vector import make_vector_env
 
 TRIAL_STATE = "trial_state.pt"
-RESET_SEED_STRIDE = 1_000_003  # iteration it of seed s resets its envs with seed s * stride + it
 ReportFn = Callable[[dict, Path], None]
+RESET_STRIDE = 1_000_003
+
+
+def rollout_seeds(cfg: FinetuneConfig, iteration: int) -> list[int]:
+    """Reset seeds of the rollout envs at ``iteration`` (1-based): distinct across the trial's iterations and envs."""
+    base = cfg.seed * RESET_STRIDE + (iteration - 1) * cfg.num_envs
+    return [base + i for i in range(cfg.num_envs)]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -66,9 +79,9 @@ def validate_trial_inputs(cfg: FinetuneConfig) -> None:
     the checkpoint's role and file."""
     from algorithms.checkpoint import check_fits_task, check_same_sizes, load_checkpoint
 
-    top = (2**32 - 1 - cfg.num_iterations) // RESET_SEED_STRIDE  # ManiSkill seeds numpy's RandomState: below 2**32
+    top = (2**32 - 1 - cfg.num_iterations * cfg.num_envs) // RESET_STRIDE  # ManiSkill seeds numpy's RandomState: below 2**32
     if not 0 <= cfg.seed <= top:
-        raise ValueError(f"seed must be in [0, {top}] (env resets are seeded with seed * {RESET_SEED_STRIDE} + iteration), got {cfg.seed}")
+        raise ValueError(f"seed must be in [0, {top}] (env resets are seeded from seed * {RESET_STRIDE}, see rollout_seeds), got {cfg.seed}")
     task = dict(env_id=cfg.env_id, control_mode=cfg.control_mode)
     start_label = f"start checkpoint {cfg.start_checkpoint}"
     start = load_checkpoint(cfg.start_checkpoint, kind="policy", **task)
@@ -78,7 +91,7 @@ def validate_trial_inputs(cfg: FinetuneConfig) -> None:
         check_fits_task(ckpt, label, **task)
         check_same_sizes(ckpt, label, start, start_label)
 
-    if cfg.estimator == "mc" and cfg.mc_policy == "expert" or cfg.quality_every:
+    if needs_expert(cfg):
         fits(load_checkpoint(cfg.expert_checkpoint, kind="policy", **task), f"expert checkpoint {cfg.expert_checkpoint}")
     if cfg.estimator in ("iql", "sarsa"):
         from algorithms.estimators.iql import load_trial_values
@@ -147,6 +160,10 @@ def _check_same_config(saved: dict, cfg: FinetuneConfig, state: Path) -> None:
                          "resume with the same flags, or pass --overwrite to start it again")
 
 
+def needs_expert(cfg: FinetuneConfig) -> bool:
+    return (cfg.estimator == "mc" and cfg.mc_policy == "expert") or cfg.quality_every > 0
+
+
 def _rng_state(gens: dict) -> dict:
     return {k: g.get_state() for k, g in gens.items()}
 
@@ -180,7 +197,7 @@ def run_trial(
 
     agent, start_ck = load_policy(cfg.start_checkpoint, device=device, env_id=cfg.env_id, control_mode=cfg.control_mode)
     expert = None
-    if (cfg.estimator == "mc" and cfg.mc_policy == "expert") or cfg.quality_every:
+    if needs_expert(cfg):
         expert, _ = load_policy(cfg.expert_checkpoint, device=device, env_id=cfg.env_id, obs_dim=agent.obs_dim, act_dim=agent.act_dim)
         expert.eval()
 
@@ -202,7 +219,9 @@ def run_trial(
     }
     ctx = TrialContext(cfg=cfg, device=device, make_env=make_env, expert=expert, obs_dim=venv.obs_dim, act_dim=venv.act_dim)
     estimator = make_estimator(cfg.estimator, ctx)
-    rule = make_update(cfg.update, cfg, agent, gens["update"])
+    estimator.prepare(agent)
+    joint_critic = estimator.has_critic and cfg.critic_training == "joint"
+    rule = make_update(cfg.update, cfg, agent, gens["update"], train_critic=joint_critic)
     quality = None
     if cfg.quality_every:
         from algorithms.quality import QualityProbe
@@ -212,6 +231,7 @@ def run_trial(
     history: list[dict] = []
     totals = {"env_steps": 0, "sim_steps": 0, "wall": 0.0}
     start_iter = 0
+    offline_batch: Optional[dict] = None  # offline regime: the one batch, estimated once
     if resumed is not None:
         st = resumed
         agent.load_state_dict(st["agent"])
@@ -221,16 +241,18 @@ def run_trial(
         for k, s in st["rng"].items():
             gens[k].set_state(s)
         history, totals, start_iter = st["history"], st["totals"], st["iteration"]
+        offline_batch = st.get("offline_batch")
 
     writer = SummaryWriter(str(out / "tb"))
 
     def run_eval(metrics: dict) -> None:
         # evaluation episodes are a measurement, not finetuning cost: they count in neither env nor sim steps
-        det = evaluate(agent, venv, cfg.num_eval_episodes, cfg.eval_seed, True, device)
+        ev = evaluate if cfg.eval_protocol == "episodes" else evaluate_fixed_steps
+        det = ev(agent, venv, cfg.num_eval_episodes, cfg.eval_seed, True, device)
         metrics["eval/success_rate"] = det.success_rate
         metrics["eval/episodes"] = det.episodes
         if cfg.eval_stochastic:
-            sto = evaluate(agent, venv, cfg.num_eval_episodes, cfg.eval_seed, False, device)
+            sto = ev(agent, venv, cfg.num_eval_episodes, cfg.eval_seed, False, device)
             metrics["eval/success_rate_stochastic"] = sto.success_rate
 
     def emit(metrics: dict, it: int) -> None:
@@ -242,7 +264,7 @@ def run_trial(
         state = {
             "config": cfg.to_dict(), "agent": agent.state_dict(), "rule": rule.state_dict(),
             "estimator": estimator.state_dict(), "rng": _rng_state(gens), "history": history,
-            "totals": totals, "iteration": it,
+            "totals": totals, "iteration": it, "offline_batch": offline_batch,
         }
         atomic_torch_save(state, ckpt_dir / TRIAL_STATE)
         save_policy(ckpt_dir / "policy.pt", agent, env_id=cfg.env_id, control_mode=cfg.control_mode,
@@ -250,43 +272,69 @@ def run_trial(
         if report is not None:
             report(dict(metrics), ckpt_dir)
 
-    bar = tqdm(total=cfg.num_iterations, initial=start_iter, desc=f"{cfg.estimator}+{cfg.update}", unit="it", disable=not progress)
+    bar = tqdm(total=cfg.num_iterations, initial=start_iter, desc=cfg.label, unit="it", disable=not progress)
     try:
         if start_iter == 0 and not history:
             m = {"iteration": 0, "charts/env_steps": 0, "charts/sim_steps": 0, "time/total": 0.0}
             run_eval(m)
             emit(m, 0)
+        obs = None  # rollout_reset=once: the observation where the next rollout continues
         for it in range(start_iter + 1, cfg.num_iterations + 1):
             t0 = time.time()
             m: dict = {"iteration": it}
-            obs = venv.reset(seed=cfg.seed * RESET_SEED_STRIDE + it)
-            probe = quality is not None and it % cfg.quality_every == 0
-            ro = collect_rollout(agent, venv, obs, cfg.num_steps, device, save_states=estimator.needs_states or probe, generator=gens["action"])
-            t1 = time.time()
-            est = estimator.estimate(ro, agent)
-            t2 = time.time()
-            adv = est.advantages
-            batch = UpdateBatch(ro.flat(ro.obs), ro.flat(ro.actions), ro.flat(ro.logprobs), ro.flat(adv).to(device))
-            if probe:
-                m.update(quality.measure(ro, est, agent))
-            m.update(rule.update(agent, batch))
-            m.update(estimator.after_update(ro, est, agent))
+            probe = quality is not None and (it - 1) % cfg.quality_every == 0
+            if cfg.offline and offline_batch is not None:
+                # the fixed batch: no new data, no new estimate
+                batch = UpdateBatch(**{k: v.to(device) for k, v in offline_batch.items()})
+                ro = est = None
+                new_steps, sim_steps = 0, 0
+                t1 = t2 = time.time()
+            else:
+                if cfg.rollout_reset == "iteration" or obs is None:
+                    obs = venv.reset(seeds=rollout_seeds(cfg, it))
+                else:  # how far into their episodes the carried-over envs are
+                    m["charts/rollout_start_elapsed"] = float(venv.get_state().elapsed.float().mean())
+                ro = collect_rollout(agent, venv, obs, cfg.num_steps, device, save_states=estimator.needs_states or probe, generator=gens["action"])
+                obs = ro.last_obs
+                t1 = time.time()
+                est = estimator.estimate(ro, agent)
+                t2 = time.time()
+                returns = ro.flat(est.returns).to(device) if joint_critic else None
+                batch = UpdateBatch(ro.flat(ro.obs), ro.flat(ro.actions), ro.flat(ro.logprobs), ro.flat(est.advantages).to(device), returns)
+                if cfg.offline:
+                    offline_batch = {k: getattr(batch, k).detach().cpu() if getattr(batch, k) is not None else None
+                                     for k in ("obs", "actions", "logprobs", "advantages", "returns")}
+                new_steps, sim_steps = cfg.batch_size, cfg.batch_size + est.sim_steps
+                if probe:
+                    m.update(quality.measure(ro, est, agent))
+            if estimator.has_critic and it <= cfg.gae_warmup_iters and ro is not None:
+                m.update(estimator.warm_up(ro, est, agent))
+            else:
+                m.update(rule.update(agent, batch))
+                if ro is not None:
+                    m.update(estimator.after_update(ro, est, agent))
             t3 = time.time()
-            totals["env_steps"] += cfg.batch_size
-            totals["sim_steps"] += cfg.batch_size + est.sim_steps
-            m.update(est.diagnostics)
+            totals["env_steps"] += new_steps
+            totals["sim_steps"] += sim_steps
+            adv = batch.advantages
+            if est is not None:
+                m.update(est.diagnostics)
+                m["charts/train_success"] = float(ro.success.any(0).float().mean())
             m.update({
                 "charts/advantage_mean": float(adv.mean()), "charts/advantage_std": float(adv.std()),
                 "charts/env_steps": totals["env_steps"], "charts/sim_steps": totals["sim_steps"],
-                "charts/train_success": float(ro.success.any(0).float().mean()),
                 "time/rollout": t1 - t0, "time/estimate": t2 - t1, "time/update": t3 - t2,
             })
             m.setdefault("charts/pos_ratio", float((adv > 0).float().mean()))
             if it % cfg.eval_every == 0 or it == cfg.num_iterations:
+                # rollout_reset=once carries the training episodes on: evaluation must not disturb them
+                carried = venv.get_state() if cfg.rollout_reset == "once" else None
                 run_eval(m)
+                if carried is not None:
+                    obs = venv.set_state(carried)
             totals["wall"] += time.time() - t0
             m["time/total"] = totals["wall"]
-            m["charts/SPS"] = cfg.batch_size / max(1e-9, t3 - t0)
+            m["charts/SPS"] = new_steps / max(1e-9, t3 - t0)
             emit(m, it)
             bar.update(1)
             if "eval/success_rate" in m:

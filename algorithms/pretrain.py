@@ -15,14 +15,15 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from algorithms.agent import Agent
 from algorithms.checkpoint import atomic_torch_save, atomic_write_text, save_policy
 from algorithms.config import require_at_least
 from algorithms.estimators.gae import gae
 from algorithms.evaluate import evaluate
+from algorithms.optim import optimizer_step
 from algorithms.rollout import collect_rollout
+from algorithms.updates.ppo import ppo_loss
 from envs.config import EnvConfig
 from envs.vector import make_vector_env
 
@@ -31,34 +32,34 @@ LADDER_FIELDS = ["iteration", "env_steps", "wall_time", "success_det", "success_
 
 @dataclass
 class PretrainConfig:
-    env_id: str = "PickCube-v1"
-    control_mode: str = "pd_joint_delta_pos"
-    reward_mode: str = "normalized_dense"
-    terminate_on_success: bool = False
-    backend: str = "auto"
-    num_envs: int = 16
-    num_steps: int = 64
-    total_timesteps: int = 3_000_000
-    learning_rate: float = 3e-4
-    anneal_lr: bool = False
-    gamma: float = 0.8
-    gae_lambda: float = 0.9
-    update_epochs: int = 4
-    num_minibatches: int = 4
-    clip_coef: float = 0.2
-    clip_vloss: bool = False
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    target_kl: Optional[float] = 0.1
-    norm_adv: bool = True
-    eval_every: int = 25
-    eval_episodes: int = 128
-    eval_seed: int = 10_000
-    seed: int = 1
-    device: str = "cpu"
-    init_from: Optional[str] = None  # start from this policy checkpoint's weights instead of from scratch
-    out_dir: str = "runs/pretrain"
+    env_id: str = field(default="PickCube-v1", metadata={"help": "ManiSkill task id (a headless variant is built where the stock one cannot render)"})
+    control_mode: str = field(default="pd_joint_delta_pos", metadata={"help": "ManiSkill controller, e.g. pd_joint_delta_pos"})
+    reward_mode: str = field(default="normalized_dense", metadata={"help": "reward PPO pretrains on (normalized_dense shapes the ladder; sparse is success only)"})
+    terminate_on_success: bool = field(default=False, metadata={"help": "end an episode as soon as the task succeeds"})
+    backend: str = field(default="auto", metadata={"help": "simulation backend: auto (gpu when available), gpu or cpu"})
+    num_envs: int = field(default=16, metadata={"help": "parallel envs collecting each rollout"})
+    num_steps: int = field(default=64, metadata={"help": "steps per env per rollout (batch = num_envs x num_steps)"})
+    total_timesteps: int = field(default=3_000_000, metadata={"help": "env steps of the whole run; iterations = total_timesteps // batch"})
+    learning_rate: float = field(default=3e-4, metadata={"help": "Adam learning rate of actor and critic"})
+    anneal_lr: bool = field(default=False, metadata={"help": "decay the learning rate linearly to 0 over the run"})
+    gamma: float = field(default=0.8, metadata={"help": "discount factor"})
+    gae_lambda: float = field(default=0.9, metadata={"help": "lambda of generalised advantage estimation"})
+    update_epochs: int = field(default=4, metadata={"help": "passes over each batch per PPO update"})
+    num_minibatches: int = field(default=4, metadata={"help": "minibatches per epoch (must divide the batch)"})
+    clip_coef: float = field(default=0.2, metadata={"help": "PPO ratio clip epsilon"})
+    clip_vloss: bool = field(default=False, metadata={"help": "clip the value loss like the policy ratio"})
+    ent_coef: float = field(default=0.0, metadata={"help": "weight of the entropy bonus"})
+    vf_coef: float = field(default=0.5, metadata={"help": "weight of the value loss"})
+    max_grad_norm: float = field(default=0.5, metadata={"help": "gradient norm clip"})
+    target_kl: Optional[float] = field(default=0.1, metadata={"help": "stop an update's epochs once approx-KL exceeds this (None: never)"})
+    norm_adv: bool = field(default=True, metadata={"help": "normalise advantages per minibatch"})
+    eval_every: int = field(default=25, metadata={"help": "iterations between evaluations; each one saves ckpt_<iter>.pt and a ladder.csv row"})
+    eval_episodes: int = field(default=128, metadata={"help": "episodes per evaluation (deterministic and stochastic)"})
+    eval_seed: int = field(default=10_000, metadata={"help": "first episode seed of every evaluation (the same episodes each time)"})
+    seed: int = field(default=1, metadata={"help": "random seed of networks, sampling and env resets"})
+    device: str = field(default="cpu", metadata={"help": "torch device of the networks (cpu, cuda, cuda:1, ...)"})
+    init_from: Optional[str] = field(default=None, metadata={"help": "start from this policy checkpoint's weights instead of from scratch"})
+    out_dir: str = field(default="runs/pretrain", metadata={"help": "folder for ladder.csv, ckpt_<iter>.pt and state.pt (resumed from when present)"})
 
     def __post_init__(self):
         require_at_least(self, ("num_envs", "num_steps", "total_timesteps", "update_epochs", "num_minibatches", "eval_every", "eval_episodes"), 1)
@@ -85,21 +86,11 @@ def ppo_update(agent, optimizer, b_obs, b_actions, b_logprobs, b_adv, b_returns,
         for start in range(0, B, mb):
             idx = perm[start : start + mb]
             _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[idx], b_actions[idx])
-            logratio = newlogprob - b_logprobs[idx]
-            ratio = logratio.exp()
-            with torch.no_grad():
-                approx_kl = ((ratio - 1) - logratio).mean()
-                stats["clipfrac"].append(((ratio - 1.0).abs() > cfg.clip_coef).float().mean().item())
-            adv = b_adv[idx]
-            if cfg.norm_adv:
-                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-            pg_loss = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+            pg_loss, approx_kl, clipfrac = ppo_loss(newlogprob, b_logprobs[idx], b_adv[idx], cfg.clip_coef, cfg.norm_adv)
+            stats["clipfrac"].append(clipfrac.item())
             v_loss = 0.5 * ((newvalue - b_returns[idx]) ** 2).mean()
             loss = pg_loss - cfg.ent_coef * entropy.mean() + cfg.vf_coef * v_loss
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
-            optimizer.step()
+            optimizer_step(optimizer, loss, agent.parameters(), cfg.max_grad_norm)
             stats["policy_loss"].append(pg_loss.item())
             stats["value_loss"].append(v_loss.item())
             stats["approx_kl"].append(approx_kl.item())

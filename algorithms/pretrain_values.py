@@ -25,13 +25,13 @@ class IQLPretrainConfig:
     expectile: float = field(default=0.7, metadata={"help": "tau of V's expectile regression; 0.5 = SARSA"})
     gamma: float = field(default=0.8, metadata={"help": "discount; must equal the finetuning trial's gamma"})
     steps: int = field(default=20_000, metadata={"help": "gradient steps (one minibatch each)"})
-    lr: float = 3e-4
-    batch_size: int = 256
-    hidden: int = 256
-    target_update_rate: float = 0.005  # Polyak rate of the target Q
-    reward_scale: float = 1.0
-    seed: int = 1
-    device: str = "cpu"
+    lr: float = field(default=3e-4, metadata={"help": "Adam learning rate"})
+    batch_size: int = field(default=256, metadata={"help": "transitions per minibatch"})
+    hidden: int = field(default=256, metadata={"help": "width of the Q and V networks' hidden layers"})
+    target_update_rate: float = field(default=0.005, metadata={"help": "Polyak rate of the target Q network per step"})
+    reward_scale: float = field(default=1.0, metadata={"help": "multiply rewards by this (must match the finetuning trial's reward_scale)"})
+    seed: int = field(default=1, metadata={"help": "random seed of network init and minibatch sampling"})
+    device: str = field(default="cpu", metadata={"help": "torch device (cpu, cuda, ...)"})
 
     def __post_init__(self):
         if not 0 < self.expectile < 1:
@@ -51,18 +51,18 @@ class IQLPretrainConfig:
 class CriticPretrainConfig:
     policy: str = field(default="experiments/checkpoints/pickcube/expert.pt", metadata={"help": "policy whose discounted returns V is fitted to"})
     out: Optional[str] = field(default=None, metadata={"help": "value checkpoint to write (None: runs/values/critic_gamma<gamma>_<reward_mode>.pt)"})
-    gamma: float = 0.8
-    reward_mode: str = "sparse"
-    num_envs: int = 8
+    gamma: float = field(default=0.8, metadata={"help": "discount of the fitted returns; must equal the finetuning trial's gamma"})
+    reward_mode: str = field(default="sparse", metadata={"help": "reward the returns are computed from (sparse, as in finetuning)"})
+    num_envs: int = field(default=8, metadata={"help": "parallel envs running the policy"})
     num_steps: int = field(default=200, metadata={"help": "steps per env; steps of episodes still running at the end have no return and are dropped"})
-    max_episode_steps: int = 50
+    max_episode_steps: int = field(default=50, metadata={"help": "time limit of an episode (truncation)"})
     deterministic: bool = field(default=False, metadata={"help": "act with the policy mean"})
     steps: int = field(default=5_000, metadata={"help": "gradient steps (one minibatch each)"})
-    lr: float = 3e-4
-    batch_size: int = 256
-    seed: int = 1
-    backend: str = "auto"
-    device: str = "cpu"
+    lr: float = field(default=3e-4, metadata={"help": "Adam learning rate"})
+    batch_size: int = field(default=256, metadata={"help": "transitions per minibatch"})
+    seed: int = field(default=1, metadata={"help": "random seed of network init and minibatch sampling"})
+    backend: str = field(default="auto", metadata={"help": "simulation backend: auto (gpu when available), gpu or cpu"})
+    device: str = field(default="cpu", metadata={"help": "torch device (cpu, cuda, ...)"})
 
     def __post_init__(self):
         if not 0 < self.gamma <= 1:

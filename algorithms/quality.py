@@ -138,6 +138,11 @@ class QualityProbe:
             raise ValueError("the quality probe re-rolls from the rollout's states: collect the rollout with save_states=True")
         if self.ctx.expert is None:
             raise ValueError("the quality probe needs the expert policy (expert_checkpoint) for its MC reference")
+        k = self.ctx.cfg.quality_envs
+        if k is not None and k < rollout.num_envs:
+            rollout = rollout.envs(k)
+            estimate = dataclasses.replace(estimate, **{f: getattr(estimate, f)[:, :k] for f in ("advantages", "returns", "q", "v")
+                                                         if getattr(estimate, f) is not None})
         # with mc_policy=expert the re-rollouts follow the expert; it also stands in for the agent argument
         ref = self._mc().estimate(rollout, agent if agent is not None else self.ctx.expert)
         out = advantage_quality(estimate.advantages, ref.advantages)

@@ -1,6 +1,7 @@
 """Collecting ``num_steps`` x ``num_envs`` transitions from a vector env with a Gaussian policy."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -44,6 +45,19 @@ class Rollout:
     @property
     def num_envs(self) -> int:
         return self.obs.shape[1]
+
+    def envs(self, k: int) -> "Rollout":
+        """The first ``k`` envs' transitions: every [T, N, ...] field cut to [T, k, ...] (states too)."""
+        cut = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v is None:
+                cut[f.name] = None
+            elif f.name in ("last_obs", "last_state"):
+                cut[f.name] = v[:k]
+            else:
+                cut[f.name] = v[:, :k]
+        return Rollout(**cut)
 
     def flat(self, x: torch.Tensor) -> torch.Tensor:
         """[T, N, ...] -> [T*N, ...]."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -16,23 +16,41 @@ from envs.vector import make_vector_env
 
 @dataclass
 class SelectConfig:
-    ladder_dir: str = "runs/pretrain"
-    out_dir: str = "experiments/checkpoints/pickcube"
-    start_min: float = 0.40
-    start_max: float = 0.65
-    start_target: float = 0.50
-    expert_min: float = 0.95
-    reset_logstd: float | None = -1.5
-    confirm_episodes: int = 256
-    eval_seed: int = 20_000
-    num_envs: int = 16
-    backend: str = "auto"
+    ladder_dir: str = field(default="runs/pretrain", metadata={"help": "pretraining output with ladder.csv and ckpt_*.pt"})
+    out_dir: str = field(default="experiments/checkpoints/pickcube", metadata={"help": "where start.pt, expert.pt and provenance.json go"})
+    start_min: float = field(default=0.40, metadata={"help": "lowest deterministic success of the start policy (reference: 43.8%)"})
+    start_max: float = field(default=0.50, metadata={"help": "highest deterministic success of the start policy"})
+    start_target: float = field(default=0.45, metadata={"help": "candidates are confirmed nearest-first to this ladder success"})
+    expert_min: float = field(default=0.95, metadata={"help": "lowest deterministic success of the expert pi*"})
+    start_logstds: str = field(default="-1.5,-1.75,-2.0,-2.25,-2.5,-3.0", metadata={
+        "help": "actor log-std values tried for the start policy, in order (the reference set -1.5); the first whose "
+                "stochastic success is within start_stoch_margin of the deterministic one is kept ('none': keep the ladder's)"})
+    start_stoch_margin: float = field(default=0.05, metadata={"help": "stochastic success must be >= deterministic - this"})
+    roles: str = field(default="start,expert", metadata={"help": "which policies to select: start,expert | start | expert"})
+    confirm_episodes: int = field(default=256, metadata={"help": "episodes of each confirmation (deterministic and stochastic)"})
+    eval_seed: int = field(default=20_000, metadata={"help": "first seed of the confirmation episodes"})
+    num_envs: int = field(default=16, metadata={"help": "envs evaluating in parallel"})
+    backend: str = field(default="auto", metadata={"help": "simulation backend: auto | gpu | cpu"})
 
     def __post_init__(self):
         if not 0 <= self.start_min < self.start_max <= 1:
             raise ValueError("need 0 <= start_min < start_max <= 1")
         if self.confirm_episodes < 1:
             raise ValueError("confirm_episodes must be >= 1")
+        self.logstd_candidates()  # a malformed list fails here, before any simulator starts
+        if not self.role_list() or set(self.role_list()) - {"start", "expert"}:
+            raise ValueError(f"roles must name start and/or expert, got {self.roles!r}")
+
+    def role_list(self) -> list:
+        return [r.strip() for r in self.roles.split(",") if r.strip()]
+
+    def logstd_candidates(self) -> list:
+        if self.start_logstds.strip().lower() in ("none", ""):
+            return [None]
+        try:
+            return [float(x) for x in self.start_logstds.split(",")]
+        except ValueError:
+            raise ValueError(f"start_logstds must be comma-separated numbers or 'none', got {self.start_logstds!r}") from None
 
 
 def select_policies(cfg: SelectConfig, log=print) -> dict:
@@ -61,26 +79,34 @@ def select_policies(cfg: SelectConfig, log=print) -> dict:
         start_c = ladder[(ladder.success_det >= cfg.start_min - 0.1) & (ladder.success_det <= cfg.start_max + 0.1)].copy()
         start_c["dist"] = (start_c.success_det - cfg.start_target).abs()
         log(f"start candidates (ladder deterministic success within [{cfg.start_min - 0.1:.2f}, {cfg.start_max + 0.1:.2f}]): {len(start_c)}")
-        for name in start_c.sort_values("dist")["checkpoint"]:
+        tried = []
+        for name in (start_c.sort_values("dist")["checkpoint"] if "start" in cfg.role_list() else []):
             agent, ck, det, sto = confirm(name)
-            if cfg.start_min <= det.success_rate <= cfg.start_max:
-                if cfg.reset_logstd is not None:
+            if not cfg.start_min <= det.success_rate <= cfg.start_max:
+                continue
+            # AWR clones the policy's own samples: its exploration noise must not ruin it (SPEC.md, start policy)
+            for logstd in cfg.logstd_candidates():
+                if logstd is not None:
                     with torch.no_grad():
-                        agent.actor_logstd.fill_(cfg.reset_logstd)
+                        agent.actor_logstd.fill_(logstd)
                     sto = evaluate(agent, venv, cfg.confirm_episodes, cfg.eval_seed, False)
-                    log(f"  after logstd reset to {cfg.reset_logstd}: stochastic {sto.success_rate:.3f}")
-                chosen["start"] = (name, agent, ck, det, sto)
+                tried.append({"checkpoint": name, "logstd": float(agent.actor_logstd.mean()), "success_det": det.success_rate, "success_stoch": sto.success_rate})
+                log(f"  {name} with logstd {tried[-1]['logstd']:.2f}: stochastic {sto.success_rate:.3f} (deterministic {det.success_rate:.3f})")
+                if sto.success_rate >= det.success_rate - cfg.start_stoch_margin:
+                    chosen["start"] = (name, agent, ck, det, sto)
+                    break
+            if "start" in chosen:
                 break
         expert_c = ladder[ladder.success_det >= cfg.expert_min - 0.05].sort_values(["success_det", "iteration"], ascending=False)
         log(f"expert candidates (ladder deterministic success >= {cfg.expert_min - 0.05:.2f}): {len(expert_c)}")
-        for name in expert_c["checkpoint"]:
+        for name in (expert_c["checkpoint"] if "expert" in cfg.role_list() else []):
             agent, ck, det, sto = confirm(name)
             if det.success_rate >= cfg.expert_min:
                 chosen["expert"] = (name, agent, ck, det, sto)
                 break
     finally:
         venv.close()
-    missing = [k for k in ("start", "expert") if k not in chosen]
+    missing = [k for k in cfg.role_list() if k not in chosen]
     if missing:
         raise ValueError(f"no ladder checkpoint qualifies as {' or '.join(missing)}; pretrain longer or evaluate more often")
 
@@ -102,10 +128,11 @@ def select_policies(cfg: SelectConfig, log=print) -> dict:
             "env_steps": ck["metrics"].get("env_steps"),
         }
         cfg_saved = dict(ck["config"], source_checkpoint=name, role=role)
-        if role == "start" and cfg.reset_logstd is not None:
-            cfg_saved["logstd_reset"] = cfg.reset_logstd
+        if role == "start":
+            cfg_saved["logstd_reset"] = float(agent.actor_logstd.mean())
         digest = save_policy(out / f"{role}.pt", agent, env_id=ck["env_id"], control_mode=ck["control_mode"], config=cfg_saved, metrics=metrics)
         prov["policies"][role] = {"file": f"{role}.pt", "source_checkpoint": name, "sha256": digest, **metrics,
                                   "logstd": float(agent.actor_logstd.mean())}
+    prov["start_candidates"] = tried
     (out / "provenance.json").write_text(json.dumps(prov, indent=2))
     return prov

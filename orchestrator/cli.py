@@ -166,11 +166,15 @@ def _cmd_pretrain_critic(ns):
 
 def _cmd_analyze(ns):
     from orchestrator.analysis import analyze
-    from orchestrator.report import summary_markdown
 
-    out = analyze(ns.run_dir, ns.out, target=ns.target, reps=ns.reps)
-    print(summary_markdown(out.summary))
-    failed = int((out.experiment.trials["status"] == "ERROR").sum())
+    out = analyze(ns.run_dirs, ns.out, target=ns.target, reps=ns.reps, compare=ns.compare, published=ns.published,
+                  figures=not ns.no_figures)
+    for w in out.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    t = out.summary.table
+    for _, r in t.iterrows():
+        print(f"{r['cell']}: n={r['n']}, final IQM {r['final_iqm'] * 100:.1f}% [{r['final_low'] * 100:.1f}, {r['final_high'] * 100:.1f}]")
+    failed = sum(int((e.trials["status"] == "ERROR").sum()) for e in out.experiments)
     if failed:
         print(f"{failed} failed trial{'s' if failed > 1 else ''} (see the report's Failures section)")
     print(f"report: {out.report}")
@@ -195,6 +199,29 @@ def _cmd_quality(ns):
         if "quality/spearman" in h:
             vals = "  ".join(f"{h.get(c, float('nan')):>15.3f}" for c in cols)
             print(f"{h['iteration']:>9}  {vals}  {h.get('eval/success_rate', float('nan')):.3f}")
+    print(f"results in {out}")
+
+
+def _cmd_selfclone(ns):
+    import dataclasses
+
+    from algorithms.config import FinetuneConfig
+    from algorithms.finetune import validate_trial_inputs
+    from algorithms.selfclone import self_clone
+
+    # AWR is the rule whose uniform-weight update is plain self-cloning; a spec's cell brings its own rule
+    cfg = dataclass_from_args(FinetuneConfig, ns, **({} if "update" in vars(ns) or ns.spec else {"update": "awr"}))
+    if ns.spec:
+        from orchestrator.spec import expand_trials, load_spec
+
+        trials = [c for c in expand_trials(load_spec(ns.spec)) if ns.spec_cell in (None, c.label)]
+        if not trials:
+            raise ValueError(f"{ns.spec} has no cell {ns.spec_cell!r}")
+        given = {k: getattr(cfg, k) for k in vars(ns) if k in FinetuneConfig.field_names()}
+        cfg = dataclasses.replace(trials[0], **given)
+    validate_trial_inputs(cfg)
+    out = ns.out_dir or f"runs/selfclone/{cfg.label.replace('+', '-')}-seed{cfg.seed}"
+    print(self_clone(cfg, out, progress=not ns.no_progress).line())
     print(f"results in {out}")
 
 
@@ -272,6 +299,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_quality)
 
+    sp = sub.add_parser("selfclone", help="diagnostic: does the protocol keep the start policy under uniform-weight AWR?",
+                        description="Runs the update rule (default awr) with every advantage 0 -- cloning the policy's own samples -- and "
+                                    "prints the deterministic success before and after. A protocol that collapses the start policy here "
+                                    "collapses it whatever the estimator. With --spec, the protocol of a grid cell (--cell, default: the "
+                                    "first cell); flags given here override it.")
+    add_dataclass_args(sp, FinetuneConfig, skip=("estimator", "cell"))
+    sp.add_argument("--spec", default=None, help="grid spec whose cell protocol to diagnose")
+    sp.add_argument("--cell", dest="spec_cell", default=None, help="the cell's label in --spec (default: its first cell)")
+    sp.add_argument("--out-dir", default=None, help="trial directory (default: runs/selfclone/<cell>-seed<seed>)")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.set_defaults(func=_cmd_selfclone)
+
     sp = sub.add_parser("eval", help="success rate of a checkpoint", description="Deterministic (and with --stochastic also stochastic) success rate of a policy checkpoint on fixed seeds.")
     sp.add_argument("--checkpoint", required=True, help="policy checkpoint (.pt); a bare ManiSkill state_dict works with --env-id")
     sp.add_argument("--episodes", type=int, default=256, help="episodes to evaluate (default: 256)")
@@ -283,9 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_eval)
-    sp = sub.add_parser("analyze", help="statistics, figures and report.md of a Tune experiment", description="Reads a (finished, running or interrupted) Ray Tune experiment directory; writes results.csv/.parquet, summary.csv, learning-curve and compute-cost figures and report.md: per cell IQM with 95% stratified-bootstrap CIs over seeds, probability of improvement, sample efficiency, estimator quality, failures.")
-    sp.add_argument("run_dir", metavar="RUN_DIR", help="the Tune experiment directory (<storage_path>/<name>)")
-    sp.add_argument("--out", default=None, help="output folder (default: RUN_DIR/analysis)")
+    sp = sub.add_parser("analyze", help="statistics, figures and report of one or several grids", description="Reads (finished, running or interrupted) Ray Tune experiment directories, or folders an earlier analysis exported; writes results.csv/.parquet, trials.csv, summary.csv/.tex, figures (SVG and PNG) and report.md/.html: per cell IQM with 95% CIs over seeds, per-seed and hyperparameter tables, published numbers, probability of improvement, performance profiles, sample efficiency, estimator quality, failures.")
+    sp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a Tune experiment directory (<storage_path>/<name>) or an exported analysis folder; several are pooled (or compared with --compare)")
+    sp.add_argument("--out", default=None, help="output folder (default: RUN_DIR/analysis; required with several RUN_DIRs)")
+    sp.add_argument("--compare", action="store_true", help="keep several runs' cells apart (side by side) instead of pooling the same cell's seeds")
+    sp.add_argument("--no-figures", action="store_true", help="tables and report only, no figures (drawing them is most of an analysis' time)")
+    sp.add_argument("--published", default=None, help="YAML of published numbers for the report's comparison (default: the grid spec's `published`)")
     sp.add_argument("--target", type=float, default=0.9, help="success threshold for 'env steps to reach target' (default: 0.9)")
     sp.add_argument("--reps", type=int, default=10_000, help="bootstrap resamples (default: 10000)")
     sp.set_defaults(func=_cmd_analyze)

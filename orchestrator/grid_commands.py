@@ -10,9 +10,18 @@ import argparse
 import sys
 
 
-def _exit_for(outcome) -> None:
+def _analyse_and_exit(outcome, analyse: bool) -> None:
+    """Write the analysis of the grid's run directory (a failure there must not hide the results), then exit
+    with the grid's status."""
+    from orchestrator.analysis import analyze
     from orchestrator.tune_runner import describe
 
+    if analyse:
+        try:
+            outcome.report = analyze([outcome.run_dir]).report
+        except Exception as e:  # the results are safe on disk; a broken report must not hide them
+            print(f"warning: the analysis failed ({type(e).__name__}: {e}); the results are in {outcome.run_dir}; "
+                  f"retry with `python -m orchestrator analyze {outcome.run_dir}`", file=sys.stderr, flush=True)
     print(describe(outcome), flush=True)
     if not outcome.ok:
         sys.exit(1)
@@ -21,13 +30,13 @@ def _exit_for(outcome) -> None:
 def _cmd_grid(ns) -> None:
     from orchestrator.tune_runner import launch
 
-    _exit_for(launch(ns.spec, storage=ns.storage, name=ns.name, address=ns.address, resume=ns.resume, analyze=not ns.no_analysis))
+    _analyse_and_exit(launch(ns.spec, storage=ns.storage, name=ns.name, address=ns.address, resume=ns.resume), not ns.no_analysis)
 
 
 def _cmd_resume(ns) -> None:
     from orchestrator.tune_runner import resume
 
-    _exit_for(resume(ns.run_dir, address=ns.address, analyze=not ns.no_analysis))
+    _analyse_and_exit(resume(ns.run_dir, address=ns.address), not ns.no_analysis)
 
 
 def _cmd_submit(ns) -> None:

@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from algorithms import provenance
+from orchestrator.rundir import read_json_lines
 
 LAUNCHES_FILE = "launches.jsonl"
 PACKAGES = ("ray", "mani_skill", "sapien")
@@ -49,9 +50,7 @@ def record_end(run_dir: Path, trials: int, finished: int, failed: int) -> None:
 
 def read(run_dir: Path) -> list[dict]:
     """Every line of ``launches.jsonl`` in order ([] if there is none); a half-written last line is skipped."""
-    from orchestrator.analysis import read_json_lines
-
-    return read_json_lines(Path(run_dir) / LAUNCHES_FILE)
+    return read_json_lines(Path(run_dir) / LAUNCHES_FILE)[0]
 
 
 def table(entries: list[dict]) -> tuple[list[str], list[list]]:

@@ -14,6 +14,9 @@ the resources of each trial::
     estimators: [gae, mc, iql, sarsa]
     updates: [ppo, awr, recap]
     seeds: 2                             # a count (seeds 1..n) or a list of ints
+    cells:                               # instead of estimators x updates: named cells, each with its own
+      mc16-expert+awr: {estimator: mc, update: awr, seeds: 1, mc_samples: 16}   # fields (they win over
+      td20+awr: {estimator: td, update: awr, td_n: 20}                           # per_method) and seeds
     shared: {gamma: 0.8}                 # FinetuneConfig fields for every trial
     per_method:                          # FinetuneConfig fields for some trials; later keys win:
       awr: {update_epochs: 200}          #   estimator name < update name < "estimator+update"
@@ -66,10 +69,12 @@ SECTION_OF = {
     "start_checkpoint": "checkpoints.start", "expert_checkpoint": "checkpoints.expert",
     "iql_checkpoint": "checkpoints.iql / checkpoints.sarsa", "gae_critic_checkpoint": "checkpoints.critic",
 }
-TOP_KEYS = ("name", "env", "checkpoints", "estimators", "updates", "seeds", "shared", "per_method", "sweep",
-            "budget", "eval", "resources", "max_failures", "storage")
-REQUIRED_KEYS = ("name", "checkpoints", "estimators", "updates")
+TOP_KEYS = ("name", "env", "checkpoints", "estimators", "updates", "cells", "seeds", "shared", "per_method", "sweep",
+            "budget", "eval", "resources", "max_failures", "storage", "published")
+REQUIRED_KEYS = ("name", "checkpoints")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+CELL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+CELL_AXES = ("estimator", "update", "seeds")
 
 
 @dataclass(frozen=True)
@@ -106,12 +111,23 @@ class ResourceSpec:
 
 
 @dataclass(frozen=True)
+class CellSpec:
+    """One cell of a grid: its estimator and update rule, its own seeds (None: the spec's) and field overrides."""
+
+    estimator: str
+    update: str
+    seeds: Optional[tuple] = None
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class GridSpec:
     name: str
     checkpoints: CheckpointSpec
-    estimators: tuple[str, ...]
+    estimators: tuple[str, ...]  # with named cells: the distinct estimators they use
     updates: tuple[str, ...]
     seeds: tuple[int, ...] = (1,)
+    cells: dict = field(default_factory=dict)  # label -> CellSpec; empty: the cells are estimators x updates
     env: EnvSpec = field(default_factory=EnvSpec)
     shared: dict = field(default_factory=dict)
     per_method: dict = field(default_factory=dict)  # key (estimator | update | "est+upd") -> {field: value}
@@ -121,14 +137,31 @@ class GridSpec:
     resources: ResourceSpec = field(default_factory=ResourceSpec)
     max_failures: int = 1
     storage: str = "runs/grid"  # absolute after loading
+    published: str = ""  # YAML of published reference numbers the report compares with (absolute after loading)
 
     @property
     def run_dir(self) -> Path:
         return Path(self.storage) / self.name
 
+    def cell_table(self) -> dict:
+        """label -> CellSpec for every cell, in order (``est+upd`` labels for an estimators x updates grid)."""
+        if self.cells:
+            return dict(self.cells)
+        return {f"{e}+{u}": CellSpec(e, u) for e, u in itertools.product(self.estimators, self.updates)}
+
+    def cell_seeds(self, label: str) -> tuple:
+        return self.cell_table()[label].seeds or self.seeds
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["estimators"], d["updates"], d["seeds"] = list(self.estimators), list(self.updates), list(self.seeds)
+        if self.cells:
+            del d["estimators"], d["updates"]
+            d["cells"] = {label: {"estimator": c.estimator, "update": c.update,
+                                  **({"seeds": list(c.seeds)} if c.seeds else {}), **c.overrides}
+                          for label, c in self.cells.items()}
+        else:
+            del d["cells"]
         return d
 
     def replace(self, **changes) -> "GridSpec":
@@ -349,9 +382,16 @@ def parse_spec(data: dict, base_dir: str | os.PathLike | None = None) -> GridSpe
     from algorithms.estimators import ESTIMATORS
     from algorithms.updates import UPDATES
 
-    estimators = _names(data["estimators"], "estimators", ESTIMATORS, "estimator")
-    updates = _names(data["updates"], "updates", UPDATES, "update")
     seeds = _seeds(data.get("seeds", 1))
+    named = data.get("cells")
+    if named is not None and ("estimators" in data or "updates" in data):
+        raise SpecError("cells: give either named cells or estimators and updates, not both")
+    if named is None:
+        for k in ("estimators", "updates"):
+            if k not in data:
+                raise SpecError(f"{k}: required key is missing (or name the cells with 'cells:')")
+        estimators = _names(data["estimators"], "estimators", ESTIMATORS, "estimator")
+        updates = _names(data["updates"], "updates", UPDATES, "update")
 
     env_d = _mapping(data.get("env"), "env")
     _unknown(env_d, [f.name for f in fields(EnvSpec)], "env")
@@ -372,8 +412,29 @@ def parse_spec(data: dict, base_dir: str | os.PathLike | None = None) -> GridSpe
     _unknown(eval_d, EVAL_FIELDS, "eval")
     eval_ = {k: _field_value(k, v, f"eval.{k}", base) for k, v in eval_d.items()}
 
-    never = {**AXIS_FIELDS, **ENV_FIELDS}
+    never = {**AXIS_FIELDS, **ENV_FIELDS, "cell": "the cell's label under cells"}
     shared = _overrides(data.get("shared"), "shared", base, {**never, **SECTION_OF})
+
+    cells = {}
+    if named is not None:
+        if not isinstance(named, dict) or not named:
+            raise SpecError(f"cells: expected a mapping of cell labels to their settings, got {named!r}")
+        for label, d in named.items():
+            path = f"cells.{label}"
+            if not isinstance(label, str) or not CELL_RE.match(label):
+                raise SpecError(f"{path}: a cell label is letters, digits, '_', '.', '+', '-', got {label!r}")
+            d = dict(_mapping(d, path))
+            for k in ("estimator", "update"):
+                if k not in d:
+                    raise SpecError(f"{path}.{k}: required")
+            est = _names(d.pop("estimator"), f"{path}.estimator", ESTIMATORS, "estimator")
+            upd = _names(d.pop("update"), f"{path}.update", UPDATES, "update")
+            if len(est) != 1 or len(upd) != 1:
+                raise SpecError(f"{path}: a cell has one estimator and one update rule")
+            cell_seeds = _seeds(d.pop("seeds"), f"{path}.seeds") if "seeds" in d else None
+            cells[label] = CellSpec(est[0], upd[0], cell_seeds, _overrides(d, path, base, never))
+        estimators = tuple(dict.fromkeys(c.estimator for c in cells.values()))
+        updates = tuple(dict.fromkeys(c.update for c in cells.values()))
 
     per_method = {}
     for key, d in _mapping(data.get("per_method"), "per_method").items():
@@ -397,7 +458,8 @@ def parse_spec(data: dict, base_dir: str | os.PathLike | None = None) -> GridSpe
         sweep[k] = [_field_value(k, v, f"{path}[{i}]", base) for i, v in enumerate(values)]
         if len({json.dumps(v) for v in sweep[k]}) != len(sweep[k]):
             raise SpecError(f"{path}: lists a value twice: {values}")
-        fixed = {"shared": shared, "budget": budget, "eval": eval_, **{f"per_method.{m}": d for m, d in per_method.items()}}
+        fixed = {"shared": shared, "budget": budget, "eval": eval_, **{f"per_method.{m}": d for m, d in per_method.items()},
+                 **{f"cells.{label}": c.overrides for label, c in cells.items()}}
         clash = [where for where, d in fixed.items() if k in d]
         if clash:
             raise SpecError(f"{path}: {k} is also set in {clash[0]}; a field is either swept or fixed")
@@ -409,11 +471,17 @@ def parse_spec(data: dict, base_dir: str | os.PathLike | None = None) -> GridSpe
     if "://" in storage:
         raise SpecError(f"storage: {storage} is a URI; use a filesystem path every node can reach (e.g. an NFS mount)")
     storage = str((base / os.path.expanduser(storage)).resolve())
+    published = data.get("published") or ""
+    if published:
+        published = str((base / os.path.expanduser(_coerce(str, published, "published"))).resolve())
+        if not Path(published).is_file():
+            raise SpecError(f"published: no such file {published}")
 
     spec = GridSpec(
-        name=name, checkpoints=checkpoints, estimators=estimators, updates=updates, seeds=seeds, env=env,
+        name=name, checkpoints=checkpoints, estimators=estimators, updates=updates, seeds=seeds, cells=cells, env=env,
         shared=shared, per_method=per_method, sweep=sweep, budget=budget, eval=eval_,
         resources=_resources(data.get("resources")), max_failures=max_failures, storage=storage,
+        published=published,
     )
     _check_needed_checkpoints(spec)
     return spec
@@ -439,16 +507,19 @@ def _check_needed_checkpoints(spec: GridSpec) -> None:
 
 # ------------------------------------------------------------------------------------------------ expansion
 
-def cell_overrides(spec: GridSpec, estimator: str, update: str) -> dict:
+def cell_overrides(spec: GridSpec, label: str) -> dict:
     """Every FinetuneConfig field a trial of this cell sets, before sweep axes and seed (later sources win):
-    env, checkpoints, budget, eval, shared, per_method[estimator], per_method[update], per_method[est+upd]."""
+    env, checkpoints, budget, eval, shared, per_method[estimator], per_method[update], per_method[est+upd],
+    the named cell's own fields."""
+    cell = spec.cell_table()[label]
+    estimator, update = cell.estimator, cell.update
     ck = spec.checkpoints
-    cfg: dict[str, Any] = {"estimator": estimator, "update": update, **asdict(spec.env), "start_checkpoint": ck.start}
+    cfg: dict[str, Any] = {"estimator": estimator, "update": update, "cell": label, **asdict(spec.env), "start_checkpoint": ck.start}
     if ck.expert is not None:
         cfg["expert_checkpoint"] = ck.expert
     if estimator in ("iql", "sarsa"):
         cfg["iql_checkpoint"] = getattr(ck, estimator)
-    if estimator == "gae" and ck.critic is not None:
+    if estimator in ("gae", "td") and ck.critic is not None:
         cfg["gae_critic_checkpoint"] = ck.critic
     cfg.update(spec.budget)
     cfg.update(spec.eval)
@@ -457,6 +528,8 @@ def cell_overrides(spec: GridSpec, estimator: str, update: str) -> dict:
     for key in (estimator, update, f"{estimator}+{update}"):
         cfg.update(spec.per_method.get(key, {}))
         explicit |= set(spec.per_method.get(key, {}))
+    cfg.update(cell.overrides)
+    explicit |= set(cell.overrides)
     # the reserved re-rollout bundles are the MC worker slots, unless a spec says otherwise
     if estimator == "mc" and spec.resources.mc_worker_cpus and "mc_workers" not in explicit | set(spec.sweep):
         cfg["mc_workers"] = spec.resources.mc_worker_cpus
@@ -470,9 +543,36 @@ def sweep_points(spec: GridSpec) -> list[dict]:
 
 
 def trial_label(cfg: dict, sweep_keys: Iterable[str] = ()) -> str:
-    """``mc+awr`` plus swept values, e.g. ``mc+awr mc_samples=5``; the cell a trial belongs to (seed excluded)."""
-    parts = [f"{cfg['estimator']}+{cfg['update']}"] + [f"{k}={short_value(cfg[k])}" for k in sweep_keys]
+    """``mc+awr`` (or the named cell's label) plus swept values, e.g. ``mc+awr mc_samples=5``; the cell a trial
+    belongs to (seed excluded)."""
+    parts = [trial_cell(cfg)] + [f"{k}={short_value(cfg[k])}" for k in sweep_keys]
     return " ".join(parts)
+
+
+TRIAL_KEY = "cell_seed"  # a grid trial's axis value "<cell label>|<seed>" (cells may have their own seeds)
+
+
+def trial_key(label: str, seed: int) -> str:
+    return f"{label}|{seed}"
+
+
+def split_trial_key(key: str) -> tuple[str, int]:
+    label, seed = key.rsplit("|", 1)
+    return label, int(seed)
+
+
+def trial_cell(cfg: dict) -> str:
+    """The cell of a trial config: from the grid axis where present (Tune names trials before it resolves the
+    values that derive from it), else the ``cell`` field, else ``estimator+update``."""
+    if isinstance(cfg.get(TRIAL_KEY), str):
+        return split_trial_key(cfg[TRIAL_KEY])[0]
+    return cfg.get("cell") or f"{cfg['estimator']}+{cfg['update']}"
+
+
+def trial_seed(cfg: dict) -> int:
+    if isinstance(cfg.get(TRIAL_KEY), str):
+        return split_trial_key(cfg[TRIAL_KEY])[1]
+    return cfg["seed"]
 
 
 def short_value(v) -> str:
@@ -483,17 +583,18 @@ def short_value(v) -> str:
 
 
 def expand_trials(spec: GridSpec) -> list[FinetuneConfig]:
-    """estimator x update x sweep point x seed -> one FinetuneConfig each, every one validated (files included).
+    """cell x sweep point x seed -> one FinetuneConfig each, every one validated (files included).
 
     Raises SpecError naming the trial (``trial mc+awr seed 2: ...``)."""
     from algorithms.checkpoint import CheckpointError
     from algorithms.finetune import validate_trial_inputs
 
     configs, checked = [], set()
-    for est, upd in itertools.product(spec.estimators, spec.updates):
-        base = cell_overrides(spec, est, upd)
+    for label, cell in spec.cell_table().items():
+        est = cell.estimator
+        base = cell_overrides(spec, label)
         for point in sweep_points(spec):
-            for seed in spec.seeds:
+            for seed in spec.cell_seeds(label):
                 d = {**base, **point, "seed": seed}
                 where = f"trial {trial_label(d, spec.sweep)} seed {seed}"
                 try:

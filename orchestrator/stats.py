@@ -14,6 +14,10 @@ Definitions (rliable's):
 * Stratified bootstrap: each replicate resamples runs with replacement *within* each stratum, keeping
   every stratum's size, and recomputes the statistic on the pooled resample.  The 95% interval is the
   percentile interval (rliable's default method) of the replicates.
+* Few runs: with fewer than ``MIN_BOOTSTRAP_RUNS`` runs in a stratum a resample can take only a handful of
+  values (3 runs: 10 distinct multisets), and the percentile interval degenerates (e.g. [0.0, 0.0] when two of
+  three runs scored 0).  ``interval_estimate(method="auto")`` then uses a Student-t interval,
+  ``point +- t(0.975, n-1) * s / sqrt(n)`` on the pooled runs, and says so in ``Interval.method``.
 * Probability of improvement P(X > Y): per stratum the Mann-Whitney U statistic over all run pairs
   (1 when x > y, 0.5 on ties) divided by ``n_x * n_y``, averaged over strata.  Its interval resamples
   X and Y independently within each stratum.
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
+from scipy.stats import t as student_t
 from scipy.stats import trim_mean
 
 Scores = Union[np.ndarray, Sequence[float], Sequence[Sequence[float]]]
@@ -34,6 +39,8 @@ Statistic = Callable[..., np.ndarray]  # called as f(samples, axis=-1): one valu
 RngLike = Union[None, int, np.random.Generator]
 
 DEFAULT_REPS = 10_000  # rliable uses 50k; at 10k the Monte-Carlo error of a 2.5% quantile is ~0.3 points of success
+MIN_BOOTSTRAP_RUNS = 5  # below this many runs per stratum the percentile bootstrap degenerates (module docstring)
+METHODS = ("auto", "percentile", "t")
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class Interval:
     low: float
     high: float
     n: int  # runs behind the estimate (pooled over strata)
+    method: str = "percentile"  # how low/high were computed: "percentile" (bootstrap), "t", or "none"
 
     def format(self, scale: float = 1.0, digits: int = 1) -> str:
         """``"62.5 [50.0, 75.0]"``; ``"62.5"`` when there is no interval; ``"-"`` with no estimate."""
@@ -117,25 +125,75 @@ def stratified_bootstrap(scores: Scores, statistic: Statistic = iqm, reps: int =
     return np.asarray(statistic(samples, axis=-1), dtype=float)
 
 
+def t_interval(scores: Scores, point: float, confidence: float = 0.95) -> tuple[float, float]:
+    """``point +- t(1 - alpha/2, n - 1) * s / sqrt(n)`` over the pooled runs (s: sample standard deviation)."""
+    pooled = np.concatenate(as_strata(scores))
+    if pooled.size < 2:
+        return float("nan"), float("nan")
+    half = student_t.ppf(0.5 + confidence / 2, pooled.size - 1) * pooled.std(ddof=1) / np.sqrt(pooled.size)
+    return float(point - half), float(point + half)
+
+
 def interval_estimate(
     scores: Scores,
     statistic: Statistic = iqm,
     reps: int = DEFAULT_REPS,
     confidence: float = 0.95,
     rng: RngLike = None,
+    method: str = "percentile",
 ) -> Interval:
-    """Point estimate of ``statistic`` on the pooled runs with its stratified-bootstrap percentile interval.
+    """Point estimate of ``statistic`` on the pooled runs with a ``confidence`` interval.
 
-    The interval is NaN when every stratum holds a single run: resampling could not vary anything, and
-    a zero-width interval would claim a certainty that one seed cannot give.
+    ``method``: "percentile" (stratified bootstrap, rliable's), "t" (Student-t on the pooled runs) or
+    "auto" (percentile when every stratum has at least ``MIN_BOOTSTRAP_RUNS`` runs, else t).  The interval is
+    NaN (method "none") when every stratum holds a single run: nothing can vary, and a zero-width interval
+    would claim a certainty that one seed cannot give.
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     groups = as_strata(scores)
     pooled = np.concatenate(groups)
     point = float(statistic(pooled[None, :], axis=-1)[0])
     if all(g.size < 2 for g in groups):
-        return Interval(point, float("nan"), float("nan"), pooled.size)
+        return Interval(point, float("nan"), float("nan"), pooled.size, "none")
+    if method == "t" or (method == "auto" and min(g.size for g in groups) < MIN_BOOTSTRAP_RUNS):
+        return Interval(point, *t_interval(groups, point, confidence), pooled.size, "t")
     low, high = percentile_interval(stratified_bootstrap(groups, statistic, reps, rng), confidence)
-    return Interval(point, low, high, pooled.size)
+    return Interval(point, low, high, pooled.size, "percentile")
+
+
+def interval_estimates(
+    score_dict: dict,
+    aggregate_fn: Statistic = iqm,
+    reps: int = DEFAULT_REPS,
+    confidence: float = 0.95,
+    rng: RngLike = None,
+    method: str = "auto",
+) -> dict[str, Interval]:
+    """rliable's ``get_interval_estimates`` shape: {algorithm: scores} -> {algorithm: Interval} of ``aggregate_fn``."""
+    gen = _rng(rng)
+    return {k: interval_estimate(v, aggregate_fn, reps, confidence, gen, method) for k, v in score_dict.items()}
+
+
+def performance_profile(scores: Scores, taus: np.ndarray, reps: int = 1_000, confidence: float = 0.95,
+                        rng: RngLike = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """rliable's run-score profile: the fraction of runs scoring above each tau, with a stratified-bootstrap band.
+
+    Returns (fraction [len(taus)], low [len(taus)], high [len(taus)]); the band is NaN with one run per stratum.
+    """
+    taus = np.asarray(taus, dtype=float)
+    groups = as_strata(scores)
+
+    def above(samples, axis=-1):  # samples: [reps, runs] -> [reps, len(taus)]
+        return (np.asarray(samples)[..., None] > taus).mean(axis=-2)
+
+    point = above(np.concatenate(groups)[None, :])[0]
+    if all(g.size < 2 for g in groups):
+        nan = np.full_like(point, np.nan)
+        return point, nan, nan
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(stratified_bootstrap(groups, above, reps, rng), [tail, 100 - tail], axis=0)
+    return point, low, high
 
 
 def _win_matrix(x: np.ndarray, y: np.ndarray) -> np.ndarray:

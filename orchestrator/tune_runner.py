@@ -11,7 +11,7 @@ Layout of a run directory ``<storage>/<name>`` (Tune's experiment directory)::
         checkpoint_00000k/   the last few trial states Tune keeps (resume / retry points)
         trial/               run_trial's out_dir: config.json, tb/, checkpoint/ (latest state + policy.pt),
                              placement.json (host, device, CUDA_VISIBLE_DEVICES, GPU memory cap and peak)
-    analysis/                written by ``orchestrator.analysis.analyze`` after the run
+    analysis/                written by the ``grid`` / ``resume`` commands (``orchestrator.analysis.analyze``)
 
 Each trial is the function trainable :func:`grid_trial`, which wraps the Ray-free
 :func:`algorithms.finetune.run_trial`: every iteration it reports the metrics with a Tune Checkpoint of the
@@ -29,7 +29,6 @@ import json
 import os
 import re
 import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -38,14 +37,13 @@ import yaml
 
 from algorithms.config import FinetuneConfig
 from orchestrator import launches
+from orchestrator.rundir import SPEC_JSON, SPEC_YAML, TRIAL_OUT
 from orchestrator.spec import (
     GridSpec, ResourceSpec, SpecError, cell_overrides, check_resources, check_storage_writable, expand_trials, load_spec,
     local_machine_resources, resolved_record, short_value, spec_from_record, trial_label,
+    TRIAL_KEY, split_trial_key, trial_cell, trial_key, trial_seed,
 )
 
-SPEC_YAML = "spec.yaml"
-SPEC_JSON = "spec.resolved.json"
-TRIAL_OUT = "trial"
 KEEP_CHECKPOINTS = 3
 
 
@@ -93,10 +91,11 @@ def grid_trial(config: dict, gpu_fraction: float = 0.0) -> None:
             torch.cuda.empty_cache()
 
 
-def trial_resources(config: dict, resources: ResourceSpec):
+def trial_resources(config: dict, resources: ResourceSpec, estimators: dict):
+    """``estimators``: cell label -> estimator (read from the grid axis: derived values may not be resolved yet)."""
     from ray.tune import PlacementGroupFactory
 
-    return PlacementGroupFactory(resources.bundles(config["estimator"]))
+    return PlacementGroupFactory(resources.bundles(estimators[trial_cell(config)]))
 
 
 def build_trainable(spec: GridSpec):
@@ -104,34 +103,40 @@ def build_trainable(spec: GridSpec):
     from ray import tune
 
     fn = tune.with_parameters(grid_trial, gpu_fraction=spec.resources.gpus_per_trial)
-    return tune.with_resources(fn, functools.partial(trial_resources, resources=spec.resources))
+    estimators = {label: cell.estimator for label, cell in spec.cell_table().items()}
+    return tune.with_resources(fn, functools.partial(trial_resources, resources=spec.resources, estimators=estimators))
 
 
 # ------------------------------------------------------------------------------------------ search space
 
+def _key_part(config: dict, part: int):
+    return split_trial_key(config[TRIAL_KEY])[part]
+
+
 def _cell_value(config: dict, table: dict, field: str):
     """A field whose value depends on the cell: Tune resolves it from the trial's config after the grid axes."""
-    return table[(config["estimator"], config["update"])]
+    return table[_key_part(config, 0)]
 
 
 def param_space(spec: GridSpec) -> dict:
-    """Flat FinetuneConfig space: estimator, update, seed and each sweep axis a ``grid_search``; per-cell values
-    (per_method overrides) resolved from the cell; everything else a constant.  Trials = ``expand_trials``."""
+    """Flat FinetuneConfig space: one ``grid_search`` over (cell, seed) pairs and one per sweep axis; cell and seed,
+    and every per-cell value (per_method and named-cell overrides), resolved from the pair; everything else a
+    constant.  Trials = ``expand_trials``."""
     from ray import tune
 
     defaults = FinetuneConfig().to_dict()
-    cells = {(e, u): cell_overrides(spec, e, u) for e in spec.estimators for u in spec.updates}
+    labels = list(spec.cell_table())
+    cells = {label: cell_overrides(spec, label) for label in labels}
     space: dict = {
-        "estimator": tune.grid_search(list(spec.estimators)),
-        "update": tune.grid_search(list(spec.updates)),
-        "seed": tune.grid_search(list(spec.seeds)),
+        TRIAL_KEY: tune.grid_search([trial_key(label, seed) for label in labels for seed in spec.cell_seeds(label)]),
+        "seed": tune.sample_from(functools.partial(_key_part, part=1)),
     }
     for k, values in spec.sweep.items():
         space[k] = tune.grid_search(list(values))
     for k in FinetuneConfig.field_names():
         if k in space:
             continue
-        table = {cell: d.get(k, defaults[k]) for cell, d in cells.items()}
+        table = {label: d.get(k, defaults[k]) for label, d in cells.items()}
         distinct = {json.dumps(v) for v in table.values()}
         if len(distinct) == 1:
             space[k] = next(iter(table.values()))
@@ -146,13 +151,13 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.+=-]+")
 def trial_dirname(trial, sweep_keys: tuple = ()) -> str:
     """``mc+awr_s2_mc_samples=5_<trial id>``: readable, unique, and ends with Tune's trial id."""
     c = trial.config
-    parts = [f"{c['estimator']}+{c['update']}", f"s{c['seed']}"]
+    parts = [_UNSAFE.sub("-", trial_cell(c)), f"s{trial_seed(c)}"]
     parts += [_UNSAFE.sub("-", f"{k}={short_value(c[k])}") for k in sweep_keys]
     return "_".join(parts)[:150] + "_" + trial.trial_id
 
 
 def trial_name(trial, sweep_keys: tuple = ()) -> str:
-    return f"{trial_label(trial.config, sweep_keys)} s{trial.config['seed']}"
+    return f"{trial_label(trial.config, sweep_keys)} s{trial_seed(trial.config)}"
 
 
 # ------------------------------------------------------------------------------------------ launch / resume
@@ -273,32 +278,14 @@ def _progress(spec: GridSpec, name: str):
     return GridProgress(name, tuple(spec.sweep))
 
 
-def _finish(run_dir: Path, results, analyze: bool) -> GridOutcome:
+def _finish(run_dir: Path, results) -> GridOutcome:
     from orchestrator.grid_progress import is_complete
 
     # Tune reports the trials of an interrupted run as TERMINATED too: finished = reported the last iteration
     failed = sum(r.error is not None for r in results)
     finished = sum(r.error is None and is_complete(r.metrics, r.config or {}) for r in results)
-    outcome = GridOutcome(run_dir, results, len(results), finished, failed)
     launches.record_end(run_dir, len(results), finished, failed)
-    if analyze:
-        try:
-            outcome.report = run_analysis(run_dir)
-        except Exception as e:  # the results are safe on disk; a broken report must not hide them
-            print(f"warning: the analysis failed ({type(e).__name__}: {e}); the results are in {run_dir}; "
-                  f"retry with `python -m orchestrator analyze {run_dir}`", file=sys.stderr, flush=True)
-    return outcome
-
-
-def run_analysis(run_dir: Path) -> Optional[Path]:
-    """``orchestrator.analysis.analyze(run_dir)`` when that module is there; returns the report path."""
-    import importlib.util
-
-    if importlib.util.find_spec("orchestrator.analysis") is None:
-        return None
-    from orchestrator.analysis import analyze
-
-    return Path(analyze(run_dir).report)
+    return GridOutcome(run_dir, results, len(results), finished, failed)
 
 
 def launch(
@@ -307,7 +294,6 @@ def launch(
     name: Optional[str] = None,
     address: Optional[str] = None,
     resume: bool = False,
-    analyze: bool = True,
 ) -> GridOutcome:
     """Run (or with ``resume`` continue) the grid of ``spec`` (a GridSpec or a YAML path) on Ray Tune.
 
@@ -348,11 +334,11 @@ def launch(
 
     with _on_cluster(spec, address):
         if restore:
-            return _restore(run_dir, spec, analyze)
+            return _restore(run_dir, spec)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / SPEC_YAML).write_text(spec_text if spec_text is not None else yaml.safe_dump(record["spec"], sort_keys=False))
         (run_dir / SPEC_JSON).write_text(json.dumps(record, indent=1))
-        return _fit(spec, run_dir, configs, analyze)
+        return _fit(spec, run_dir, configs)
 
 
 def check_local_backends(configs: list) -> None:
@@ -385,7 +371,7 @@ def _on_cluster(spec: GridSpec, address: Optional[str]):
             ray.shutdown()
 
 
-def _fit(spec: GridSpec, run_dir: Path, configs: list, analyze: bool) -> GridOutcome:
+def _fit(spec: GridSpec, run_dir: Path, configs: list) -> GridOutcome:
     from ray import tune
 
     launches.record_launch(run_dir, "start")
@@ -404,18 +390,18 @@ def _fit(spec: GridSpec, run_dir: Path, configs: list, analyze: bool) -> GridOut
     results = tuner.fit()
     if len(results) != len(configs):
         raise RuntimeError(f"Tune generated {len(results)} trials, the spec expands to {len(configs)}")
-    return _finish(run_dir, results, analyze)
+    return _finish(run_dir, results)
 
 
-def _restore(run_dir: Path, spec: GridSpec, analyze: bool) -> GridOutcome:
+def _restore(run_dir: Path, spec: GridSpec) -> GridOutcome:
     from ray.tune import Tuner
 
     tuner = Tuner.restore(str(run_dir), trainable=build_trainable(spec), resume_errored=True)
     launches.record_launch(run_dir, "resume")
-    return _finish(run_dir, tuner.fit(), analyze)
+    return _finish(run_dir, tuner.fit())
 
 
-def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None, analyze: bool = True) -> GridOutcome:
+def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None) -> GridOutcome:
     """Continue the grid in ``run_dir`` (which may have been moved since): finished trials are kept, unfinished
     and errored ones continue from their last checkpoint."""
     run_dir = Path(run_dir).resolve()
@@ -429,7 +415,7 @@ def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None, anal
     if not Tuner.can_restore(str(run_dir)):
         raise SpecError(f"{run_dir} has no Tune state to restore (tuner.pkl is missing): the grid never started; launch it with `grid SPEC --resume`")
     with _on_cluster(spec, address):
-        return _restore(run_dir, spec, analyze)
+        return _restore(run_dir, spec)
 
 
 def describe(outcome: GridOutcome) -> str:

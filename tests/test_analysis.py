@@ -8,6 +8,7 @@ every summary number below can be worked out by hand.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -16,7 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.analysis import NotAnExperimentError, analyze, load_experiment, load_results, summarize
+from orchestrator.analysis import analyze
+from orchestrator.results_frame import summarize
+from orchestrator.rundir import NotAnExperimentError, load_experiment
+
+
+def load_results(run_dir):
+    return load_experiment(run_dir).results
 
 GAINS = {"gae+ppo": 0.2, "gae+awr": 0.3, "mc+ppo": 0.3, "mc+awr": 0.45}
 BATCH = 400  # finetuning env steps per iteration
@@ -116,7 +123,9 @@ def test_summary_hand_checked(run_dir):
     assert mc["start_iqm"] == pytest.approx(0.50)
     assert mc["final_iqm"] == pytest.approx(0.95)  # 3 runs: IQM trims nothing
     assert mc["peak_iqm"] == pytest.approx(0.95)
-    assert mc["final_low"] >= 0.93 - 1e-9 and mc["final_high"] <= 0.97 + 1e-9 and mc["final_low"] < 0.95 < mc["final_high"]
+    # 3 runs (< 5): a Student-t interval, 0.95 +- t(0.975, 2) * 0.02 / sqrt(3), not the degenerate percentile bootstrap
+    half = 4.302652729911275 * 0.02 / np.sqrt(3)
+    assert mc["final_method"] == "t" and (mc["final_low"], mc["final_high"]) == pytest.approx((0.95 - half, min(0.95 + half, 1.0)))
     assert mc["auc_iqm"] == pytest.approx((0.50 + 2 * 0.725 + 0.95) / 4)  # trapezoid over 0/800/1600 steps
     assert (mc["reached"], mc["steps_to_target"]) == (3, 1600)  # 90% first met at iteration 4
     assert mc["sim_steps"] == 1600 * MC_COST and mc["sim_per_env_step"] == MC_COST
@@ -166,16 +175,17 @@ def test_analyze_writes_tables_figures_and_report(run_dir, tmp_path):
     assert out.results_parquet is not None and len(pd.read_parquet(out.results_parquet)) == 58
     assert len(pd.read_csv(out.summary_csv)) == 4
     names = sorted(p.name for p in out.figures)
-    assert names == ["compute_cost.png", "curves_by_estimator.png", "curves_by_update.png"]
-    assert all(_is_png(p) for p in out.figures)
+    assert names == ["aggregate.png", "compute_cost.png", "curves_by_estimator.png", "curves_by_update.png",
+                     "estimator_quality.png", "performance_profile.png"]
+    assert all(_is_png(p) and p.with_suffix(".svg").read_text().lstrip().startswith("<?xml") for p in out.figures)
 
-    md = out.report.read_text()
-    assert "## Summary" in md and "| cell | runs (ok/failed/unfinished) |" in md
-    mc_row = next(line for line in md.splitlines() if line.startswith("| mc+awr | 3 (3/0/0) |"))
+    md = _check_report(out.out_dir)
+    assert "| cell | runs (ok/failed/unfinished) | n | CI |" in md
+    mc_row = next(line for line in md.splitlines() if line.startswith("| mc+awr | 3 (3/0/0) | 3 | Student-t |"))
     assert "| 95.0 [" in mc_row and "| 1,600 |" in mc_row
-    assert "| gae+awr | 3 (2/1/0) | 2 |" in md
+    assert "| gae+awr | 3 (2/1/0) | 2 | Student-t |" in md
     assert "P(row > column)" in md and "1.00 [1.00, 1.00]" in md
-    assert "| mc | 12 | 6 | 0.990 |" in md  # quality table
+    assert "| mc | 12 | 6 | 0.990 [0.990, 0.990] |" in md  # quality table: rho per run, then over runs
     failures = md.split("## Failures")[1]
     assert "RuntimeError: simulated divergence: NaN in policy loss" in failures and "gae+awr" in failures
     for name in names:
@@ -195,8 +205,8 @@ def _trial_dir(run_dir: Path, est: str, upd: str, seed: int) -> Path:
 
 def test_partial_interrupted_experiment(run_dir, tmp_path):
     """What an interrupted driver leaves: a torn result.json, a trial still RUNNING in the state file, a trial
-    the state never recorded, a retried trial whose result.json repeats iterations, and a trial that never
-    started (PENDING, no directory) in a cell of its own."""
+    the state never recorded, and a retried trial whose result.json repeats iterations.  (A trial that never
+    reported is in test_a_grid_in_which_no_trial_reported.)"""
     part = tmp_path / "grid"
     shutil.copytree(run_dir, part)
     cut = _trial_dir(part, "mc", "awr", 3)
@@ -218,30 +228,28 @@ def test_partial_interrupted_experiment(run_dir, tmp_path):
             entry = [json.dumps(trial), entry[1]]
         if trial["relative_logdir"] != unrecorded.name:
             kept.append(entry)
-    pending = json.loads(kept[0][0])
-    pending.update(trial_id="pend0_00099", status="PENDING", relative_logdir="never_started",
-                   config={**pending["config"], "estimator": "iql", "update": "ppo", "seed": 1})
-    state["trial_data"] = kept + [[json.dumps(pending), kept[0][1]]]
+    state["trial_data"] = kept
     state_file.write_text(json.dumps(state))
 
     exp = load_experiment(part)
     status = exp.trials.set_index("trial_dir")["status"]
-    assert status[cut.name] == "RUNNING" and status[unrecorded.name] == "RUNNING"
-    assert status["never_started"] == "PENDING" and len(exp.trials) == 13
+    # Tune's ExperimentAnalysis reads a trial its state saved as RUNNING as PENDING (not finished, to be resumed)
+    assert status[cut.name] == "PENDING" and status[unrecorded.name] == "RUNNING"
+    assert len(exp.trials) == 12
     f = exp.results
-    assert sorted(f.loc[f["trial_dir"] == cut.name, "iteration"]) == [0, 1, 2]  # torn 4th line skipped
+    # the torn 4th line and the 5th are recovered from progress.csv (Tune writes both files per report), with a warning
+    assert sorted(f.loc[f["trial_dir"] == cut.name, "iteration"]) == [0, 1, 2, 3, 4]
+    assert [w for w in exp.warnings if str(cut / "result.json") in w and "recovered 2 row(s) from progress.csv" in w]
     r = f[f["trial_dir"] == retried.name].sort_values("iteration")
     assert r["iteration"].tolist() == [0, 1, 2, 3, 4] and r["eval/success_rate"].iloc[-1] == 0.99
 
-    out = analyze(part, tmp_path / "out", reps=500)
+    out = analyze(part, tmp_path / "out", reps=500, figures=False)
     t = out.summary.table.set_index("cell")
     assert (t.loc["mc+awr", "unfinished"], t.loc["mc+awr", "n"]) == (1, 3)
-    assert t.loc["mc+awr", "final_iqm"] == pytest.approx((0.93 + 0.95 + _success("mc+awr", 3, 2)) / 3)
-    iql = t.loc["iql+ppo"]  # listed although nothing was reported
-    assert (iql["runs"], iql["unfinished"], iql["n"]) == (1, 1, 0) and np.isnan(iql["final_iqm"])
+    assert t.loc["mc+awr", "final_iqm"] == pytest.approx(0.95)
     md = out.report.read_text()
-    assert "| iql+ppo | 1 (0/0/1) | 0 | - | - |" in md
-    assert "## Unfinished trials" in md and md.count("| RUNNING |") == 2 and md.count("| PENDING |") == 1
+    assert "## Unfinished trials" in md and md.count("| RUNNING |") == 1 and md.count("| PENDING |") == 1
+    assert "## Warnings" in md and f"{part.name}/{cut.name}/result.json: 1 damaged line(s)" in md
 
 
 def test_bad_run_dir_is_one_clear_line(run_dir, tmp_path, capsys):
@@ -262,8 +270,210 @@ def test_bad_run_dir_is_one_clear_line(run_dir, tmp_path, capsys):
 def test_cli_prints_summary_and_report_path(run_dir, tmp_path, capsys):
     from orchestrator.cli import main
 
-    main(["analyze", str(run_dir), "--out", str(tmp_path / "a"), "--reps", "500"])
+    main(["analyze", str(run_dir), "--out", str(tmp_path / "a"), "--reps", "500", "--no-figures"])
     out = capsys.readouterr().out
-    assert "| mc+awr | 3 (3/0/0) | 3 |" in out
+    assert "mc+awr: n=3, final IQM 95.0%" in out
     assert "1 failed trial" in out
     assert out.strip().splitlines()[-1] == f"report: {tmp_path / 'a' / 'report.md'}"
+
+
+# ------------------------------------------------------------------------------------------ the report
+
+
+SECTIONS = ("## Summary", "## Per seed", "## Hyperparameters", "## Sample efficiency", "## Performance profiles",
+            "## Probability of improvement", "## Estimator quality", "## Compute cost", "## Failures")
+# an absolute POSIX path: a '/' that starts a token (not a relative path's inner '/' nor a ratio like 3/0/0)
+ABSOLUTE = re.compile(r"(?:^|[\s(\[`'\"|=:])/(?:[A-Za-z0-9_.+-]+/)+")
+
+
+def _check_report(out_dir: Path) -> str:
+    md = (out_dir / "report.md").read_text()
+    for s in SECTIONS:
+        assert s in md, s
+    html = (out_dir / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and all(f"<h2>{s[3:]}" in html for s in SECTIONS)
+    assert ABSOLUTE.search(md) is None, ABSOLUTE.search(md).group(0)
+    assert ABSOLUTE.search(html.replace("</", "<")) is None
+    tex = (out_dir / "summary.tex").read_text()
+    assert "\\begin{tabular}" in tex and "\\bottomrule" in tex
+    for link in re.findall(r"\]\(([^)]+)\)", md):  # every link is relative and points at a written file
+        assert (out_dir / link).is_file(), link
+    return md
+
+
+def _export_subset(src: Path, dst: Path, seeds: set) -> Path:
+    """An exported folder (results.csv + trials.csv) holding only some seeds' trials."""
+    dst.mkdir()
+    for name in ("results.csv", "trials.csv"):
+        f = pd.read_csv(src / name, dtype={"trial_id": str})
+        f[f["config/seed"].isin(seeds)].to_csv(dst / name, index=False)
+    return dst
+
+
+def test_report_for_one_seed_three_seeds_and_two_runs(run_dir, tmp_path):
+    three = analyze(run_dir, tmp_path / "three", reps=500, figures=False)  # figures: test_analyze_writes_...
+    md = _check_report(three.out_dir)
+    assert "n = 2 to 3 runs per cell" in md and "**Below 5 seeds the IQM is the trimmed mean of too few runs**" in md
+    assert "Student-t" in md and "| seed 1 | seed 2 | seed 3 |" in md
+    assert "| estimator | gae, mc |" in md and "| update_epochs | 4, 200 |" in md  # swept / per-method fields
+    assert "| num_envs |" in md and "| awr_beta |" in md  # fixed fields
+
+    one = analyze(_export_subset(three.out_dir, tmp_path / "one-seed", {1}), tmp_path / "one", reps=500, figures=False)
+    md = _check_report(one.out_dir)
+    assert "n = 1 runs per cell" in md and "none (one run)" in md and "(exported results table)" in md
+    assert one.summary.table.set_index("cell").loc["mc+awr", "final_iqm"] == pytest.approx(_success("mc+awr", 1, 4))
+
+    copy = tmp_path / "grid-b"
+    shutil.copytree(run_dir, copy)
+    pooled = analyze([run_dir, copy], tmp_path / "pooled", reps=500, figures=False)
+    md = _check_report(pooled.out_dir)
+    mc = pooled.summary.table.set_index("cell").loc["mc+awr"]
+    assert (mc["n"], mc["final_method"]) == (6, "percentile")  # the same cell of two runs: seeds pooled
+    assert "percentile stratified bootstrap" in md and "2 run directories" in md
+    assert pooled.warnings == ["24 trials of the merged runs repeat another run's config and seed; they are pooled as separate runs"]
+    side = analyze([run_dir, copy], tmp_path / "side", reps=500, compare=True, figures=False)
+    _check_report(side.out_dir)
+    cells = side.summary.table["cell"].tolist()
+    assert len(cells) == 8 and "mc+awr run=grid-b" in cells and "mc+awr run=grid" in cells
+    # focused comparisons beyond 6 cells: per update rule across estimators, per estimator across rules
+    assert set(side.summary.improvement["group"]) == {"update awr: estimators", "update ppo: estimators",
+                                                      "estimator gae: update rules", "estimator mc: update rules"}
+
+
+def test_published_numbers_and_explicit_cell_labels(run_dir, tmp_path):
+    pub = tmp_path / "published.yaml"
+    pub.write_text("source: a paper\nsuccess:\n  mc16-expert+awr: {peak: 0.991, final: 0.991}\n"
+                   "quality:\n  mc: {spearman: 0.5}\n  td: {spearman: 0.96}\n")
+    export = tmp_path / "labelled"
+    shutil.copytree(analyze(run_dir, tmp_path / "plain", reps=200, figures=False).out_dir, export)
+    for name in ("results.csv", "trials.csv"):  # the lead's FinetuneConfig.cell: a label that names the cell
+        f = pd.read_csv(export / name, dtype={"trial_id": str})
+        f["config/cell"] = np.where((f["config/estimator"] == "mc") & (f["config/update"] == "awr"), "mc16-expert+awr", "")
+        f.to_csv(export / name, index=False)
+    out = analyze(export, tmp_path / "out", reps=200, published=pub, figures=False)
+    md = _check_report(out.out_dir)
+    assert "mc16-expert+awr" in out.summary.table["cell"].tolist()
+    row = next(line for line in md.splitlines() if line.startswith("| mc16-expert+awr |"))
+    assert row.endswith("| 99.1 | 99.1 |")  # published final, peak
+    assert "| mc | 12 | 6 | 0.990 [0.990, 0.990] |" in md and md.count("| 0.50 |") == 1
+
+
+# ------------------------------------------------------------------------------------------ bad input (issue 12)
+
+
+def _snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_grid_in_which_no_trial_reported(run_dir, tmp_path, capsys):
+    """Every trial interrupted before its first report: a report that says so, not a TypeError."""
+    from orchestrator.cli import main
+
+    empty = tmp_path / "grid"
+    shutil.copytree(run_dir, empty)
+    for p in [*empty.glob("*/result.json"), *empty.glob("*/progress.csv")]:
+        p.write_text("")
+    before = _snapshot(empty)
+    main(["analyze", str(empty), "--out", str(tmp_path / "out"), "--reps", "100", "--no-figures"])
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"report: {tmp_path / 'out' / 'report.md'}"
+    md = _check_report(tmp_path / "out")
+    assert "**No trial reported a result row**" in md and "| mc+awr | 3 (3/0/0) | 0 | - |" in md
+    assert "| gae+awr | 3 (2/1/0) | 0 |" in md and "RuntimeError: simulated divergence" in md
+    assert _snapshot(empty) == before
+
+
+def test_torn_result_json_is_recovered_or_reported(run_dir, tmp_path, capsys):
+    from orchestrator.cli import main
+
+    part = tmp_path / "grid"
+    shutil.copytree(run_dir, part)
+    recovered, damaged = _trial_dir(part, "mc", "awr", 1), _trial_dir(part, "gae", "ppo", 2)
+    for d in (recovered, damaged):  # a crash mid-write: the last line cut
+        text = (d / "result.json").read_text().rstrip("\n")
+        (d / "result.json").write_text(text[: len(text) - 40])
+    csv = (damaged / "progress.csv").read_text().splitlines()
+    (damaged / "progress.csv").write_text("\n".join(csv[:-1]) + "\n")  # its progress.csv lost the row too
+    before = _snapshot(part)
+    main(["analyze", str(part), "--out", str(tmp_path / "out"), "--reps", "100", "--no-figures"])
+    err = capsys.readouterr().err
+    assert f"warning: {recovered / 'result.json'}: 1 damaged line(s)" in err and "recovered 1 row(s) from progress.csv" in err
+    assert f"warning: {damaged / 'result.json'}: 1 damaged line(s)" in err and "no later row in progress.csv to recover" in err
+    frame = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert frame.groupby("trial_dir")["iteration"].max()[recovered.name] == 4  # the torn row came back from progress.csv
+    assert frame.groupby("trial_dir")["iteration"].max()[damaged.name] == 3  # lost: the run enters with iteration 3
+    md = _check_report(tmp_path / "out")
+    assert "## Warnings" in md and f"grid/{damaged.name}/result.json" in md
+    assert _snapshot(part) == before
+
+
+@pytest.mark.parametrize("where", ["file", "below_file"])
+def test_unwritable_out_is_one_line_before_any_work(run_dir, tmp_path, capsys, where):
+    from orchestrator.cli import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    out = blocker if where == "file" else blocker / "analysis"
+    before = _snapshot(run_dir)
+    with pytest.raises(SystemExit) as e:
+        main(["analyze", str(run_dir), "--out", str(out)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --out {out} ") and "\n" not in err
+    assert blocker.read_text() == "keep me" and _snapshot(run_dir) == before and not (run_dir / "analysis").exists()
+
+
+def test_orchestrator_has_no_import_cycle():
+    """Every import between orchestrator modules, also those inside functions: the graph has no cycle."""
+    import ast
+
+    pkg = Path(__file__).resolve().parent.parent / "orchestrator"
+    graph = {}
+    for path in pkg.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("orchestrator"):
+                names = [node.module.split(".")[1]] if "." in node.module else [a.name for a in node.names]
+                deps.update(names)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name.split(".")[1] for a in node.names if a.name.startswith("orchestrator."))
+        graph[path.stem] = deps & {p.stem for p in pkg.glob("*.py")}
+    state = {}
+
+    def visit(m, stack):
+        state[m] = "open"
+        for d in graph[m]:
+            assert state.get(d) != "open", "import cycle: " + " -> ".join([*stack, m, d])
+            if d not in state:
+                visit(d, [*stack, m])
+        state[m] = "done"
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])
+
+
+def test_a_spec_names_its_published_numbers(repo_root, tmp_path):
+    from orchestrator.spec import SpecError, load_spec, parse_spec
+
+    spec = load_spec(repo_root / "experiments" / "reference-subset.yaml", base_dir=repo_root)
+    assert spec.published == str(repo_root / "experiments" / "published" / "reference-v2.yaml")
+    assert spec.to_dict()["published"] == spec.published  # recorded in spec.resolved.json, where analyze finds it
+    data = {**spec.to_dict(), "published": str(tmp_path / "missing.yaml")}
+    with pytest.raises(SpecError, match="published: no such file"):
+        parse_spec(data)
+
+
+def test_launch_records_travel_with_the_export(run_dir, tmp_path):
+    from orchestrator import launches
+
+    grid = tmp_path / "grid"
+    shutil.copytree(run_dir, grid)
+    launches.record_launch(grid, "start")
+    launches.record_end(grid, trials=12, finished=11, failed=1)
+    first = analyze(grid, tmp_path / "export", reps=100, figures=False)
+    again = analyze(first.out_dir, tmp_path / "again", reps=100, figures=False)  # the export alone, no Tune directory
+    start = launches.read(grid)[0]
+    for out in (first, again):
+        md = out.report.read_text()
+        assert f"| {start['time']} | start | " in md and "| 11/12 (1 failed) |" in md
+    pd.testing.assert_frame_equal(again.summary.table, first.summary.table)

@@ -177,7 +177,7 @@ def test_resume_of_a_moved_finished_grid_reruns_nothing(tiny_grid, tmp_path):
     moved = tmp_path / "elsewhere" / "tiny_copy"
     shutil.copytree(spec.run_dir, moved)
     rows = {p.parent.name: p.read_bytes() for p in moved.glob("*/result.json")}
-    outcome = resume(moved, analyze=False)
+    outcome = resume(moved)
     assert outcome.ok and outcome.num_finished == 2 and outcome.run_dir == moved
     assert [e["event"] for e in launches.read(moved)] == ["start", "end", "resume", "end"]
     assert {p.parent.name: p.read_bytes() for p in moved.glob("*/result.json")} == rows

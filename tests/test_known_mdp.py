@@ -275,12 +275,14 @@ def test_sarsa_estimator_on_toy_rollout_matches_exact_advantages(toy_dataset, tm
 
 # --- Monte-Carlo re-rollouts (algorithms/estimators/mc.py) against the exact values ------------------------------
 
-def _mc_estimate(cfg, agent, ro, samples, seed):
+def _mc_estimate(cfg, agent, ro, samples, seed, mc_q="transition"):
     from algorithms.config import FinetuneConfig
     from algorithms.estimators.base import TrialContext
     from algorithms.estimators.mc import MCEstimator
 
-    fcfg = FinetuneConfig(estimator="mc", update="awr", mc_policy="current", mc_samples=samples, mc_workers=16, gamma=GAMMA, seed=seed)
+    # the exact values are finite-horizon (elapsed is part of the state): re-rollouts keep the rollout's counter
+    fcfg = FinetuneConfig(estimator="mc", update="awr", mc_policy="current", mc_samples=samples, mc_workers=16, gamma=GAMMA, seed=seed,
+                          mc_q=mc_q, mc_time_limit="restore")
     est = MCEstimator(TrialContext(cfg=fcfg, device=torch.device("cpu"), make_env=chain_env_factory(cfg), obs_dim=cfg.length + 1, act_dim=1))
     try:
         return est.estimate(ro, agent)
@@ -295,7 +297,8 @@ def _exact_qv(vals, ro):
     return q, v
 
 
-def test_mc_converges_to_true_q_and_v_as_samples_grow():
+@pytest.mark.parametrize("mc_q", ["transition", "rerollout"])
+def test_mc_converges_to_true_q_and_v_as_samples_grow(mc_q):
     cfg = ChainConfig(num_envs=3, length=5, max_episode_steps=8, start_cell=None)
     agent = chain_agent(cfg)
     vals = exact_values(agent, GAMMA, cfg)
@@ -303,7 +306,7 @@ def test_mc_converges_to_true_q_and_v_as_samples_grow():
     q_true, v_true = _exact_qv(vals, ro)
     rmse = {}
     for m in (1, 16, 256):
-        e = _mc_estimate(cfg, agent, ro, m, seed=11)
+        e = _mc_estimate(cfg, agent, ro, m, seed=11, mc_q=mc_q)
         rmse[m] = float(torch.sqrt(((e.q - q_true) ** 2 + (e.v - v_true) ** 2).mean() / 2))
     assert rmse[1] > rmse[16] > rmse[256], rmse
     assert rmse[256] < 0.03, rmse  # sd of one return here is < 0.5, so 256 samples give ~0.03 at worst

@@ -32,25 +32,34 @@ def _estimator(slots, expert, dev, **kw):
     return MCEstimator(ctx)
 
 
-def test_batched_mc_matches_straightforward_with_deterministic_expert(setup):
+@pytest.mark.parametrize("mc_q", ["transition", "rerollout"])
+def test_batched_mc_matches_straightforward_with_deterministic_expert(setup, mc_q):
     dev, start, expert, ro, slots = setup
-    est = _estimator(slots, expert, dev, mc_samples=1, mc_deterministic=True)
+    # the straightforward scheme runs to the rollout's time limit: finite-horizon values (mc_time_limit=restore)
+    est = _estimator(slots, expert, dev, mc_samples=1, mc_deterministic=True, mc_q=mc_q, mc_time_limit="restore")
     ours = est.estimate(ro, start)
     naive, naive_steps = naive_mc_advantages(ro, expert, slots, 1, 0.8, dev, deterministic=True)
     # exact state restore makes "restore s_t, execute a_t" land on the saved s_{t+1}: identical returns
     assert torch.allclose(ours.advantages.cpu(), naive, atol=1e-6)
-    assert ours.sim_steps * 2 < naive_steps, (ours.sim_steps, naive_steps)  # the 1/3 target is measured in benchmarks/mc_rerollout.py
+    if mc_q == "transition":  # half the re-rollouts, and short ones; the 1/3 target is measured in benchmarks/mc_rerollout.py
+        assert ours.sim_steps * 2 < naive_steps, (ours.sim_steps, naive_steps)
+    else:  # the same re-rollouts as the straightforward scheme, but stopped at termination and batched across t
+        assert ours.sim_steps < naive_steps, (ours.sim_steps, naive_steps)
     assert ours.advantages.shape == (8, 1)
     assert torch.allclose(ours.q - ours.v, ours.advantages)
 
 
 def test_mc_values_are_discounted_success_returns(setup):
     dev, start, expert, ro, slots = setup
-    est = _estimator(slots, expert, dev, mc_samples=2)
+    est = _estimator(slots, expert, dev, mc_samples=2, mc_q="transition")
     e = est.estimate(ro, start)
     # sparse reward 1 once, at success: every return is 0 or gamma^k <= 1
     assert (e.v >= 0).all() and (e.v <= 1).all()
     assert e.sim_steps > 0 and e.diagnostics["mc/jobs"] == 2 * (8 + int(not ro.dones[-1, 0]))
+    # the reference's scheme: M V re-rollouts and M Q re-rollouts of every s_t, each with a whole episode ahead
+    est = _estimator(slots, expert, dev, mc_samples=2, mc_q="rerollout", mc_time_limit="reset")
+    e = est.estimate(ro, start)
+    assert (e.q >= 0).all() and (e.q <= 1).all() and e.diagnostics["mc/jobs"] == 2 * 8 + 2 * 8
 
 
 def test_horizon_cut_and_bias_bound(setup):

@@ -66,8 +66,9 @@ def test_quality_probe_against_exact_chain_advantages():
         agent = Agent(chain.length + 1, 1, init_logstd=0.0)
         with torch.no_grad():
             agent.actor_mean[6].bias.fill_(0.5)
+        # exact values are finite-horizon (elapsed is in the state): the oracle keeps the rollout's step counter
         cfg = FinetuneConfig(env_id=chain.env_id, control_mode=chain.control_mode, gamma=0.8, quality_every=1,
-                             quality_samples=128, mc_workers=8)
+                             quality_samples=128, mc_workers=8, mc_time_limit="restore")
         ctx = TrialContext(cfg=cfg, device=torch.device("cpu"), make_env=chain_env_factory(chain), expert=agent,
                            obs_dim=chain.length + 1, act_dim=1)
         env = ChainEnv(chain)
@@ -86,6 +87,15 @@ def test_quality_probe_against_exact_chain_advantages():
         assert exact["quality/spearman"] > 0.8 and flipped["quality/spearman"] < -0.8, (exact, flipped)
         assert abs(exact["quality/bias"]) < 0.05 and exact["quality/rmse"] < 0.12
         assert exact["quality/v_rmse"] < 0.12 and exact["quality/sim_steps"] > 0
+        # quality_envs: the oracle scores the first env's column only, at a fraction of the simulation
+        import dataclasses
+
+        one = QualityProbe(dataclasses.replace(ctx, cfg=dataclasses.replace(cfg, quality_envs=1)))
+        try:
+            first = one.measure(ro, Estimate(advantages=q - v, q=q, v=v))
+        finally:
+            one.close()
+        assert first["quality/spearman"] > 0.8 and first["quality/sim_steps"] < exact["quality/sim_steps"]
         with pytest.raises(ValueError, match="save_states=True"):
             QualityProbe(ctx).measure(collect_rollout(agent, env, env.reset(seed=1), 2, torch.device("cpu")), Estimate(advantages=q[:2]))
     finally:

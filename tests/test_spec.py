@@ -55,7 +55,7 @@ DELETE = object()
 MALFORMED = [
     ("unknown top-level key", "epochs", 3, ["epochs: unknown key", "allowed keys"]),
     ("unknown nested key", "budget.num_env", 4, ["budget.num_env: unknown key", "num_envs"]),
-    ("unknown estimator", "estimators", ["gae", "td"], ["estimators[1]", "unknown estimator 'td'", "gae, mc, iql, sarsa"]),
+    ("unknown estimator", "estimators", ["gae", "tdx"], ["estimators[1]", "unknown estimator 'tdx'", "gae, td, mc, iql, sarsa, uniform"]),
     ("unknown update", "updates", ["ppo", "sac"], ["updates[1]", "unknown update 'sac'"]),
     ("empty estimator list", "estimators", [], ["estimators: expected a non-empty list"]),
     ("missing required key", "updates", DELETE, ["updates: required key is missing"]),
@@ -239,11 +239,11 @@ def test_presets_are_valid(preset):
 def test_cli_errors_before_ray(run_cli, tmp_path, base):
     """Bad input through the real CLI: exit 2, one line naming the problem, no traceback, nothing written."""
     p = tmp_path / "bad.yaml"
-    p.write_text(yaml.safe_dump(_with(base, "estimators", ["gae", "td"])))
+    p.write_text(yaml.safe_dump(_with(base, "estimators", ["gae", "tdx"])))
     r = run_cli("grid", p, timeout=120)
     assert r.returncode == 2, r.stderr
     lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert lines[-1] == "error: estimators[1]: unknown estimator 'td'; choose from gae, mc, iql, sarsa"
+    assert lines[-1] == "error: estimators[1]: unknown estimator 'tdx'; choose from gae, td, mc, iql, sarsa, uniform"
     assert "Traceback" not in r.stderr
     p.write_text(yaml.safe_dump(_with(base, "resources.cpus_per_trial", 100_000)))
     r = run_cli("grid", p, timeout=120)
@@ -255,3 +255,99 @@ def test_cli_errors_before_ray(run_cli, tmp_path, base):
     r = run_cli("resume", tmp_path / "no_such_run", timeout=120)
     assert r.returncode == 2 and "no_such_run does not exist" in r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------------------------------------ named cells
+
+def _cells_spec(base):
+    d = copy.deepcopy(base)
+    del d["estimators"], d["updates"]
+    d["seeds"] = 3
+    d["per_method"] = {"awr": {"update_epochs": 7, "awr_beta": 0.5}}
+    d["cells"] = {
+        "gae+ppo": {"estimator": "gae", "update": "ppo"},
+        "td20+awr": {"estimator": "td", "update": "awr", "td_n": 20},
+        "mc16-expert+awr": {"estimator": "mc", "update": "awr", "seeds": 1, "mc_samples": 16, "awr_beta": 0.25},
+        "offline-mc4-expert+awr": {"estimator": "mc", "update": "awr", "seeds": [5], "mc_samples": 4, "offline": True},
+    }
+    return d
+
+
+def test_named_cells_expand_with_their_own_seeds_and_overrides(base):
+    spec = parse_spec(_cells_spec(base))
+    assert spec.estimators == ("gae", "td", "mc") and spec.updates == ("ppo", "awr")
+    trials = expand_trials(spec)
+    by_cell = {}
+    for c in trials:
+        by_cell.setdefault(c.cell, []).append(c)
+    assert {k: [c.seed for c in v] for k, v in by_cell.items()} == {
+        "gae+ppo": [1, 2, 3], "td20+awr": [1, 2, 3], "mc16-expert+awr": [1], "offline-mc4-expert+awr": [5]}
+    td = by_cell["td20+awr"][0]
+    assert (td.estimator, td.td_n, td.update_epochs, td.awr_beta) == ("td", 20, 7, 0.5)  # per_method[awr] applies
+    mc = by_cell["mc16-expert+awr"][0]
+    assert (mc.mc_samples, mc.awr_beta, mc.update_epochs) == (16, 0.25, 7)  # the cell's own field wins
+    assert by_cell["offline-mc4-expert+awr"][0].offline is True
+    assert by_cell["gae+ppo"][0].label == "gae+ppo"
+    # the resolved record round-trips (resume re-reads it)
+    again = parse_spec(spec.to_dict())
+    assert [c.to_dict() for c in expand_trials(again)] == [c.to_dict() for c in trials]
+
+
+def test_named_cells_param_space_gives_the_expanded_trials(base):
+    """Tune's grid over (cell, seed) pairs resolves to exactly expand_trials' configs."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    from orchestrator.tune_runner import param_space
+
+    spec = parse_spec(_cells_spec(base))
+    expected = sorted((c.cell, c.seed, c.mc_samples, c.td_n, c.offline) for c in expand_trials(spec))
+    got = sorted((cfg["cell"], cfg["seed"], cfg["mc_samples"], cfg["td_n"], cfg["offline"])
+                 for _, cfg in generate_variants(param_space(spec)))
+    assert got == expected
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"estimators": ["gae"]}, "either named cells or estimators"),
+    ({"cells": {"bad label!": {"estimator": "gae", "update": "ppo"}}}, "cells.bad label!"),
+    ({"cells": {"x": {"update": "ppo"}}}, "cells.x.estimator: required"),
+    ({"cells": {"x": {"estimator": "nope", "update": "ppo"}}}, "unknown estimator 'nope'"),
+    ({"cells": {"x": {"estimator": "gae", "update": "ppo", "no_such_field": 1}}}, "cells.x.no_such_field: unknown FinetuneConfig field"),
+    ({"cells": {"x": {"estimator": "gae", "update": "ppo", "cell": "y"}}}, "cells.x.cell: set it with"),
+    ({"cells": {"x": {"estimator": "gae", "update": "ppo", "seeds": 0}}}, "cells.x.seeds: must be >= 1"),
+    ({"cells": {}}, "cells: expected a mapping"),
+])
+def test_named_cell_errors(base, change, words):
+    d = _cells_spec(base)
+    d.update(change)
+    with pytest.raises(SpecError) as err:
+        parse_spec(d)
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_seed_v2_preset_is_the_reference_protocol():
+    """experiments/seed-v2.yaml: the reference's V2 table (SPEC.md) cell by cell."""
+    spec = load_spec(REPO / "experiments" / "seed-v2.yaml", base_dir=REPO)
+    trials = expand_trials(spec)
+    seeds = {}
+    for t in trials:
+        seeds.setdefault(t.cell, []).append(t.seed)
+    assert {k: len(v) for k, v in seeds.items()} == {
+        "gae+ppo": 3, "gae+awr": 3, "iql+awr": 3, "td20+awr": 3, "gae+recap": 3, "mc1-expert+awr": 3,
+        "mc16-expert+awr": 1, "mc4-current+awr": 1, "offline-mc4-expert+awr": 1}
+    for t in trials:
+        assert (t.gamma, t.learning_rate, t.num_eval_episodes, t.eval_stochastic) == (0.8, 3e-4, 128, False)
+        if t.offline:
+            assert (t.batch_size, t.num_iterations, t.update_epochs, t.num_minibatches, t.awr_beta) == (25_600, 100, 4, 32, 1.0)
+            continue
+        assert (t.batch_size, t.num_iterations, t.effective_minibatch_size, t.eval_every) == (5000, 10, 1000, 1)
+        assert t.rollout_reset == "once" and t.critic_training == "joint" and t.gae_reset_critic
+        if t.update == "ppo":
+            assert (t.update_epochs, t.target_kl) == (100, 100.0)
+        else:
+            assert (t.update_epochs, t.awr_beta, t.awr_norm_adv, t.awr_mb_renorm) == (200, 0.5, True, True)
+        if t.estimator == "mc":
+            assert (t.mc_q, t.mc_time_limit) == ("rerollout", "reset")
+    by = {t.cell: t for t in trials}
+    assert (by["mc16-expert+awr"].mc_samples, by["mc16-expert+awr"].mc_policy) == (16, "expert")
+    assert (by["mc1-expert+awr"].mc_samples, by["mc4-current+awr"].mc_policy) == (1, "current")
+    assert by["td20+awr"].td_n == 20 and by["gae+recap"].recap_nll_clip is None

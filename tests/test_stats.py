@@ -109,3 +109,31 @@ def test_matches_rliable_when_installed():
         y[0, 0] = x[0, 0]  # a tie
         assert stats.iqm(x) == pytest.approx(metrics.aggregate_iqm(x))
         assert stats.probability_of_improvement(x, y) == pytest.approx(metrics.probability_of_improvement(x, y))
+
+
+def test_t_interval_below_five_runs_and_bootstrap_from_five():
+    # 3 runs 0.93/0.95/0.97: mean 0.95, s = 0.02, t(0.975, 2) = 4.3027 -> half-width 0.0497
+    iv = stats.interval_estimate([0.93, 0.95, 0.97], method="auto")
+    assert iv.method == "t" and (iv.low, iv.high) == pytest.approx((0.95 - 0.049685, 0.95 + 0.049685), abs=1e-5)
+    # two zeros out of three: the percentile bootstrap says [0, 0.x] from 10 distinct resamples; t does not collapse
+    assert stats.interval_estimate([0.0, 0.0, 0.3], method="t").high > 0.3
+    five = stats.interval_estimate([0.1, 0.2, 0.3, 0.4, 0.5], method="auto", rng=0)
+    assert five.method == "percentile" and 0.1 <= five.low < five.point < five.high <= 0.5
+    assert stats.interval_estimate([0.5], method="auto").method == "none"
+    with pytest.raises(ValueError, match="method"):
+        stats.interval_estimate([0.5, 0.6], method="bca")
+
+
+def test_interval_estimates_is_rliable_shaped():
+    out = stats.interval_estimates({"a": [0.1, 0.2, 0.3], "b": np.arange(8) / 8}, stats.iqm, reps=500, rng=0)
+    assert set(out) == {"a", "b"} and out["a"].method == "t" and out["b"].method == "percentile"
+    assert out["b"].point == pytest.approx(stats.iqm(np.arange(8) / 8))
+
+
+def test_performance_profile_counts_runs_above_each_threshold():
+    taus = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+    point, low, high = stats.performance_profile([0.1, 0.5, 0.9], taus, reps=500, rng=0)
+    np.testing.assert_allclose(point, [1, 2 / 3, 1 / 3, 1 / 3, 0])  # > tau, strictly: 0.5 is not above 0.5
+    assert np.all(low <= point) and np.all(point <= high)
+    _, nan_low, _ = stats.performance_profile([0.4], taus)
+    assert np.isnan(nan_low).all()

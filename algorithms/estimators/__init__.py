@@ -8,9 +8,11 @@ from algorithms.estimators.base import AdvantageEstimator, Estimate, TrialContex
 # name -> "module:Class".  Adding an estimator = one module + one line here.
 ESTIMATORS = {
     "gae": "algorithms.estimators.gae:GAEEstimator",
+    "td": "algorithms.estimators.td:TDEstimator",
     "mc": "algorithms.estimators.mc:MCEstimator",
     "iql": "algorithms.estimators.iql:IQLEstimator",
     "sarsa": "algorithms.estimators.iql:SarsaEstimator",
+    "uniform": "algorithms.estimators.uniform:UniformEstimator",
 }
 
 

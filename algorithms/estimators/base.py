@@ -44,10 +44,14 @@ class TrialContext:
 class AdvantageEstimator:
     name: str = ""
     needs_states: bool = False  # the rollout must save simulator states (MC re-rollouts)
+    has_critic: bool = False  # advantages come from agent.critic, trained on Estimate.returns (GAE, TD(N))
 
     def __init__(self, ctx: TrialContext):
         self.ctx = ctx
         self.cfg = ctx.cfg
+
+    def prepare(self, agent) -> None:
+        """Called once before the update rule is built (a critic estimator sets ``agent.critic`` up here)."""
 
     def estimate(self, rollout: Rollout, agent) -> Estimate:
         raise NotImplementedError

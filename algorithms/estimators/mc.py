@@ -2,15 +2,19 @@
 
 Rollout policy: ``expert`` (pi*, the default) or ``current`` (on-policy, no oracle).
 
-What is simulated, and what is not (cost is the point of this estimator):
-* V(s) for every saved rollout state s_t (and the state after the last step) = mean of M returns of
-  re-rollouts that restore s, sample the first action from the rollout policy and follow it.
-* Q(s_t, a_t) is never re-simulated: restoring s_t and executing a_t reproduces s_{t+1}, which the rollout
-  already saved (exact restore), and its reward r_t is known.  So Q(s_t, a_t) = r_t + gamma * V(s_{t+1}),
-  with V(s_{t+1}) = 0 where the transition ended the episode (termination or time limit).  The M returns
-  behind V(s_{t+1}) are exactly M samples of "execute a_t, then follow the policy", i.e. the Q samples.
-* Re-rollouts stop at termination, at the episode's time limit (the elapsed-step counter is restored), or at
-  the optional horizon cut H; a slot that finishes takes the next job at once, and all slots step together
+* V(s_t) = mean of M returns of re-rollouts that restore s_t, sample the first action from the rollout
+  policy and follow it.
+* Q(s_t, a_t), ``mc_q=rerollout`` (the reference's scheme): mean of M returns of re-rollouts that restore s_t,
+  execute a_t, then follow the rollout policy.  Right for any dynamics.
+* Q(s_t, a_t), ``mc_q=transition``: r_t + gamma * V(s_{t+1}) with V(s_{t+1}) from M re-rollouts of the state the
+  rollout reached (0 where the transition ended the episode).  Half the re-rollouts, but it reuses the one
+  sampled successor, so with stochastic transitions the estimate's variance does not shrink with M (it stays
+  unbiased): use it only where the dynamics are deterministic given (s, a).
+* Time limit, ``mc_time_limit=reset`` (the reference's): every re-rollout starts its elapsed-step counter at 0,
+  i.e. gets a whole episode's steps (the value of a time-unaware policy with the full horizon ahead);
+  ``restore`` keeps the rollout's counter (finite-horizon values).  Re-rollouts also stop at termination and
+  at the optional horizon cut H.
+* All jobs share K env slots: a slot that finishes takes the next job at once, and all slots step together
   (one batched policy forward per step), so work is batched across timesteps, envs and samples.
 The straightforward scheme (restore 2M replicas per t, roll the full remaining horizon) is
 :func:`naive_mc_advantages`, kept as the reference for tests and ``benchmarks/mc_rerollout.py``.
@@ -57,10 +61,12 @@ class RerolloutEngine:
         generator: Optional[torch.Generator] = None,
         first_actions: Optional[torch.Tensor] = None,
         progress=None,
+        first_mask: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, dict]:
         """One re-rollout per row of ``states`` (sim [J, D], elapsed [J]).  Returns (G [J], stats).
 
-        ``first_actions`` [J, act_dim], if given, is executed first instead of a policy sample (a Q re-rollout).
+        ``first_actions`` [J, act_dim], if given, is executed first instead of a policy sample (a Q re-rollout),
+        for the jobs where ``first_mask`` [J] bool is set (all jobs when it is None).
         stats: ``sim_steps`` (env steps incl. restore warm-ups), ``steps`` (policy steps), ``restores``.
         """
         venv = self.venv
@@ -92,6 +98,8 @@ class RerolloutEngine:
             action = policy.act(o, deterministic=deterministic, generator=generator)
             if first_actions is not None:
                 first = slot_len[active] == 0
+                if first_mask is not None:
+                    first &= first_mask[slot_job[active]]
                 if first.any():
                     action[first.to(action.device)] = first_actions[slot_job[active][first]].to(action.device, action.dtype)
             st = venv.step(action, env_ids=active)
@@ -138,27 +146,50 @@ class MCEstimator(AdvantageEstimator):
             self._venv = self.ctx.make_env(self.cfg.mc_workers, autoreset=False)
         return RerolloutEngine(self._venv, self.cfg.gamma, self.cfg.reward_scale, self.horizon)
 
-    def values(self, rollout: Rollout, policy, samples: int) -> tuple[torch.Tensor, dict]:
-        """V of every state s_0..s_T under ``policy``: [T+1, N], with M=``samples`` re-rollouts each."""
+    def _job_states(self, states: EnvState) -> EnvState:
+        if self.cfg.mc_time_limit == "reset":
+            return EnvState(states.sim, torch.zeros_like(states.elapsed))
+        return states
+
+    def returns(self, rollout: Rollout, policy, samples: int) -> tuple[torch.Tensor, Optional[torch.Tensor], dict]:
+        """Mean re-rollout returns under ``policy`` with M=``samples`` each: (V [T+1, N] of s_0..s_T, or of
+        s_0..s_{T-1} with a zero last row under ``mc_q=rerollout``; Q [T, N] of (s_t, a_t) under ``mc_q=rerollout``,
+        else None; stats)."""
         T, N = rollout.num_steps, rollout.num_envs
+        rerolled_q = self.cfg.mc_q == "rerollout"
         states = bootstrap_states(rollout)
-        # s_T of an env whose last transition ended the episode is a fresh reset state: its V is never used
+        # s_T is needed only to bootstrap transition-Q, and not where the last transition ended the episode
         need = torch.ones(T + 1, N, dtype=torch.bool)
-        need[T] = ~rollout.dones[-1].cpu()
-        idx = torch.nonzero(need.flatten()).flatten()
-        jobs = states[idx.repeat(samples)]
-        G, stats = self._engine().returns(jobs, policy, self.ctx.device, self.cfg.mc_deterministic, self.gen)
+        need[T] = False if rerolled_q else ~rollout.dones[-1].cpu()
+        v_idx = torch.nonzero(need.flatten()).flatten()
+        job_idx = v_idx.repeat(samples)
+        first_mask = torch.zeros(len(job_idx), dtype=torch.bool)
+        first_actions = None
+        if rerolled_q:
+            q_idx = torch.arange(T * N)  # s_0..s_{T-1}, row-major like bootstrap_states
+            job_idx = torch.cat([job_idx, q_idx.repeat(samples)])
+            first_mask = torch.cat([first_mask, torch.ones(len(q_idx) * samples, dtype=torch.bool)])
+            acts = rollout.flat(rollout.actions).cpu()
+            first_actions = torch.cat([torch.zeros(len(v_idx) * samples, acts.shape[-1]), acts.repeat(samples, 1)])
+        jobs = self._job_states(states[job_idx])
+        G, stats = self._engine().returns(jobs, policy, self.ctx.device, self.cfg.mc_deterministic, self.gen,
+                                          first_actions=first_actions, first_mask=first_mask if rerolled_q else None)
+        nv = len(v_idx) * samples
         V = torch.zeros((T + 1) * N)
-        V[idx] = G.reshape(samples, -1).mean(0)
+        V[v_idx] = G[:nv].reshape(samples, -1).mean(0)
+        Q = G[nv:].reshape(samples, T, N).mean(0) if rerolled_q else None
         stats["jobs"] = len(jobs)
-        return V.reshape(T + 1, N), stats
+        return V.reshape(T + 1, N), Q, stats
 
     def estimate_with(self, rollout: Rollout, policy, samples: int) -> Estimate:
-        V, stats = self.values(rollout, policy, samples)
+        V, Q, stats = self.returns(rollout, policy, samples)
         dev = rollout.rewards.device
         V = V.to(dev)
-        r = rollout.rewards * self.cfg.reward_scale
-        q = r + self.cfg.gamma * (~rollout.dones).float() * V[1:]
+        if Q is None:
+            r = rollout.rewards * self.cfg.reward_scale
+            q = r + self.cfg.gamma * (~rollout.dones).float() * V[1:]
+        else:
+            q = Q.to(dev)
         v = V[:-1]
         adv = q - v
         diag = {

@@ -1,9 +1,27 @@
-"""PPO: clipped importance-ratio objective (clip 0.2), optional advantage normalisation, target-KL stop."""
+"""PPO: clipped importance-ratio objective, per-minibatch advantage normalisation, target-KL stop.
+
+As the reference computes it (RL/ppo_finetune.py): a minibatch whose approx KL (before its step) exceeds
+``target_kl`` ends the update; with a jointly trained critic the loss adds ``gae_value_coef * v_loss``.
+:func:`ppo_loss` is also the loss of pretraining (``algorithms.pretrain``).
+"""
 from __future__ import annotations
 
 import torch
 
-from algorithms.updates.base import UpdateBatch, UpdateRule, mean_of
+from algorithms.updates.base import UpdateBatch, UpdateRule, mean_of, normalize
+
+
+def ppo_loss(new_logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, clip: float, norm_adv: bool):
+    """All [b].  Returns (clipped policy loss, approx KL (k3 estimator), clip fraction), the last two detached."""
+    logratio = new_logp - old_logp
+    ratio = logratio.exp()
+    if norm_adv and adv.numel() > 1:
+        adv = normalize(adv)
+    pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - logratio).mean()
+        clipfrac = ((ratio - 1).abs() > clip).float().mean()
+    return pg, approx_kl, clipfrac
 
 
 class PPOUpdate(UpdateRule):
@@ -11,27 +29,25 @@ class PPOUpdate(UpdateRule):
 
     def update(self, agent, batch: UpdateBatch) -> dict:
         cfg = self.cfg
-        losses, kls, clipfracs = [], [], []
+        losses, kls, clipfracs, v_losses = [], [], [], []
         stopped_early = False
         for _ in range(cfg.update_epochs):
             for idx in self.minibatches(batch):
                 dist = agent.dist(batch.obs[idx])
                 logp = dist.log_prob(batch.actions[idx]).sum(-1)
-                logratio = logp - batch.logprobs[idx]
-                ratio = logratio.exp()
-                adv = batch.advantages[idx]
-                if cfg.ppo_norm_adv and len(idx) > 1:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.ppo_clip, 1 + cfg.ppo_clip)).mean()
+                pg, approx_kl, clipfrac = ppo_loss(logp, batch.logprobs[idx], batch.advantages[idx], cfg.ppo_clip, cfg.ppo_norm_adv)
+                kls.append(approx_kl)
+                clipfracs.append(clipfrac)
+                if cfg.target_kl is not None and float(approx_kl) > cfg.target_kl:
+                    stopped_early = True
+                    break
                 loss = pg - cfg.ent_coef * dist.entropy().sum(-1).mean()
-                self.step(agent, loss)
-                with torch.no_grad():
-                    kls.append(((ratio - 1) - logratio).mean())
-                    clipfracs.append(((ratio - 1).abs() > cfg.ppo_clip).float().mean())
+                v_loss = self.value_loss(agent, batch, idx)
+                self.step(agent, loss, v_loss)
                 losses.append(pg.detach())
-            # one host sync per epoch, for the early stop
-            if cfg.target_kl is not None and kls and float(kls[-1]) > cfg.target_kl:
-                stopped_early = True
+                if v_loss is not None:
+                    v_losses.append(v_loss.detach())
+            if stopped_early:
                 break
         return {
             "losses/policy_loss": mean_of(losses),
@@ -39,4 +55,5 @@ class PPOUpdate(UpdateRule):
             "losses/clipfrac": mean_of(clipfracs),
             "charts/ppo_kl_stop": float(stopped_early),
             "charts/pos_ratio": float((batch.advantages > 0).float().mean()),
+            **self.critic_metrics(v_losses),
         }

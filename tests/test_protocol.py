@@ -1,0 +1,95 @@
+"""The reference's protocol pieces: TD(N) targets, distinct rollout starts, the offline regime, rollout_reset=once,
+the reference's evaluation count, and the self-cloning diagnostic -- on real ManiSkill where the simulator matters."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from algorithms.config import FinetuneConfig
+from algorithms.estimators.td import n_step_targets
+from algorithms.finetune import rollout_seeds, run_trial
+
+CK = "experiments/checkpoints/pickcube"
+TINY = dict(num_envs=2, num_steps=5, num_iterations=2, num_eval_episodes=2, minibatch_size=5, update_epochs=1,
+            eval_stochastic=False, backend="cpu", device="cpu")
+
+
+def test_n_step_targets_by_hand():
+    """One env, gamma 0.5, rewards [0, 1, 0, 0], V(successor) = [10, 20, 30, 40]; step 1 terminates, step 3 is
+    truncated (time limit)."""
+    r = torch.tensor([[0.0], [1.0], [0.0], [0.0]])
+    nv = torch.tensor([[10.0], [20.0], [30.0], [40.0]])
+    term = torch.tensor([[False], [True], [False], [False]])
+    trunc = torch.tensor([[False], [False], [False], [True]])
+    dones = term | trunc
+    g1 = n_step_targets(r, nv, term, dones, 0.5, 1)
+    assert g1.flatten().tolist() == [0 + 0.5 * 10, 1.0, 0 + 0.5 * 30, 0 + 0.5 * 40]  # TD(1): r + gamma V(s'), 0 after termination
+    g2 = n_step_targets(r, nv, term, dones, 0.5, 2)
+    # t=0: r0 + 0.5 r1, stops at the termination (no bootstrap); t=2: r2 + 0.5 r3 + 0.25 V(final obs of the truncation)
+    assert g2.flatten().tolist() == [0.5, 1.0, 0.25 * 40, 0.5 * 40]
+    g9 = n_step_targets(r, nv, term, dones, 0.5, 9)  # N beyond the rollout: the episode's own discounted return
+    assert g9.flatten().tolist() == [0.5, 1.0, 0.25 * 40, 0.5 * 40]
+
+
+def test_rollout_starts_are_distinct_across_iterations_and_envs():
+    """10 iterations x 100 envs (the V2 budget): 1,000 distinct reset seeds, and different trials' seeds apart."""
+    cfg = FinetuneConfig(num_envs=100, num_iterations=10)
+    seeds = [s for it in range(1, 11) for s in rollout_seeds(cfg, it)]
+    assert len(set(seeds)) == 1000
+    other = {s for it in range(1, 11) for s in rollout_seeds(FinetuneConfig(num_envs=100, seed=2), it)}
+    assert not other & set(seeds)
+
+
+def test_rollout_initial_states_are_distinct_on_the_simulator():
+    """The seeds really give different cube and goal placements: 3 iterations x 2 envs = 6 distinct first observations."""
+    from envs import EnvConfig, make_vector_env
+
+    cfg = FinetuneConfig(num_envs=2)
+    with make_vector_env(EnvConfig(num_envs=2, reward_mode="sparse", backend="cpu")) as venv:
+        firsts = torch.cat([venv.reset(seeds=rollout_seeds(cfg, it)) for it in (1, 2, 3)])
+    assert len({tuple(torch.round(o * 1e4).tolist()) for o in firsts}) == 6
+
+
+def test_offline_regime_trains_on_one_fixed_batch(tmp_path):
+    """offline: env steps counted once, the same advantages every iteration, and a resume keeps the batch."""
+    cfg = FinetuneConfig(estimator="gae", update="awr", offline=True, **dict(TINY, num_iterations=3))
+    hist = run_trial(cfg, tmp_path / "t")
+    steps = [h["charts/env_steps"] for h in hist[1:]]
+    assert steps == [10, 10, 10]
+    assert len({round(h["charts/advantage_mean"], 9) for h in hist[1:]}) == 1
+    assert len({round(h["losses/policy_loss"], 9) for h in hist[1:]}) == 3  # the policy moves, the batch does not
+    st = torch.load(tmp_path / "t" / "checkpoint" / "trial_state.pt", weights_only=False)
+    assert st["offline_batch"]["obs"].shape == (10, 42)
+
+
+def test_rollout_reset_once_carries_episodes_across_iterations(tmp_path):
+    """rollout_reset=once: the second rollout continues the first one's episodes (elapsed counters go on), and
+    evaluation in between does not disturb them."""
+    cfg = FinetuneConfig(estimator="uniform", update="awr", rollout_reset="once", **TINY)
+    hist = run_trial(cfg, tmp_path / "once")
+    assert [h["iteration"] for h in hist] == [0, 1, 2] and all("eval/success_rate" in h for h in hist)
+    # iteration 2 starts where iteration 1 stopped: 5 steps into the episodes (4+ if one ended and restarted)
+    assert "charts/rollout_start_elapsed" not in hist[1] and hist[2]["charts/rollout_start_elapsed"] >= 2
+
+
+def test_reference_eval_count_counts_only_episodes_that_end(tmp_path):
+    from algorithms.checkpoint import load_policy
+    from algorithms.evaluate import evaluate, evaluate_fixed_steps
+    from envs import EnvConfig, make_vector_env
+
+    expert, _ = load_policy(f"{CK}/expert.pt")
+    with make_vector_env(EnvConfig(num_envs=2, reward_mode="sparse", backend="cpu")) as venv:
+        ref = evaluate_fixed_steps(expert, venv, 2, seed=123)
+        ep = evaluate(expert, venv, 2, seed=123)
+    # every slot ends at least one episode within 50 steps (a success or the time limit); successes may restart
+    assert ref.episodes >= 2 and 0.0 <= ref.success_rate <= 1.0
+    assert ep.episodes == 2
+
+
+def test_selfclone_diagnostic_reports_before_and_after(tmp_path):
+    from algorithms.selfclone import self_clone
+
+    cfg = FinetuneConfig(update="awr", **dict(TINY, num_eval_episodes=4))
+    res = self_clone(cfg, tmp_path / "sc")
+    assert [i for i, _ in res.curve] == [0, 1, 2]
+    assert "self-cloning under gae+awr" in res.line() and ("holds" in res.line() or "collapses" in res.line() or "drifts" in res.line())
