@@ -411,7 +411,9 @@ def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None) -> G
     record = _read_record(run_dir)
     spec = spec_from_record(record)
     check_storage_writable(str(run_dir))
-    from ray.tune import Tuner  # after the checks above: importing Ray Tune costs seconds
+    if not (run_dir / "tuner.pkl").is_file():  # what Tuner.can_restore looks for, without importing Ray Tune (seconds)
+        raise SpecError(f"{run_dir} has no Tune state to restore (tuner.pkl is missing): the grid never started; launch it with `grid SPEC --resume`")
+    from ray.tune import Tuner
 
     if not Tuner.can_restore(str(run_dir)):
         raise SpecError(f"{run_dir} has no Tune state to restore (tuner.pkl is missing): the grid never started; launch it with `grid SPEC --resume`")
