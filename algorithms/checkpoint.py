@@ -20,6 +20,8 @@ from typing import IO, Any, Callable, Optional
 
 import torch
 
+from envs.task_spaces import task_spaces
+
 FORMAT = "o2o/1"
 POLICY_KEYS = ("actor_mean.0.weight", "actor_mean.6.weight", "actor_logstd", "critic.0.weight", "critic.6.weight")
 
@@ -59,6 +61,20 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def check_writable_dir(path: str | Path, what: str) -> None:
+    """ValueError (one line) unless ``path`` is a directory this process can write, or one it can create."""
+    p = Path(path).absolute()
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{what} {p}: {probe} is a file, not a directory; choose another path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {p}: cannot write in {probe} (read-only or immutable); choose a writable path")
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -190,10 +206,29 @@ def policy_task(ckpt: dict, label: str, hint: str, env_id: Optional[str] = None)
     return env_id, ckpt["control_mode"] or "pd_joint_delta_pos"
 
 
+def _check_sizes(ckpt: dict, label: str, task: str, obs_dim: int, act_dim: int) -> None:
+    if obs_dim != ckpt["obs_dim"] or act_dim != ckpt["act_dim"]:
+        raise CheckpointError(f"{label} has obs/act dims {ckpt['obs_dim']}/{ckpt['act_dim']}, but {task} has {obs_dim}/{act_dim}: "
+                              "use a checkpoint made for this task, or set the env id and control mode it was made for")
+
+
 def check_policy_fits(ckpt: dict, label: str, env_id: str, venv) -> None:
     """CheckpointError unless the vector env's observation and action sizes are the policy's."""
-    if venv.obs_dim != ckpt["obs_dim"] or venv.act_dim != ckpt["act_dim"]:
-        raise CheckpointError(f"{label} has obs/act dims {ckpt['obs_dim']}/{ckpt['act_dim']}, {env_id} has {venv.obs_dim}/{venv.act_dim}")
+    _check_sizes(ckpt, label, env_id, venv.obs_dim, venv.act_dim)
+
+
+def check_fits_task(ckpt: dict, label: str, env_id: str, control_mode: str) -> None:
+    """CheckpointError unless the sizes ``ckpt`` records are those of ``env_id`` under ``control_mode``, read
+    without a simulator (:func:`envs.task_spaces.task_spaces`; UnknownTask for an unregistered id).  A task
+    whose sizes are known only from its env passes here and is checked when its env starts."""
+    spaces = task_spaces(env_id, control_mode)
+    if spaces is not None:
+        _check_sizes(ckpt, label, f"{env_id} ({control_mode})", spaces.obs_dim, spaces.act_dim)
+
+
+def check_same_sizes(ckpt: dict, label: str, ref: dict, ref_label: str) -> None:
+    """CheckpointError unless two checkpoints that act on the same task record the same obs/act sizes."""
+    _check_sizes(ckpt, label, ref_label, ref["obs_dim"], ref["act_dim"])
 
 
 def save_policy(path, agent, *, env_id: str, control_mode: str, config=None, metrics=None, extra=None) -> str:

@@ -15,6 +15,9 @@ every iteration (it is saved with the trial state, so a resumed offline trial tr
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -22,12 +25,13 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from algorithms.checkpoint import atomic_torch_save, load_policy, save_policy
+from algorithms.checkpoint import CheckpointError, atomic_torch_save, check_policy_fits, check_writable_dir, load_policy, save_policy
 from algorithms.config import FinetuneConfig
 from algorithms.estimators import TrialContext, make_estimator
 from algorithms.evaluate import evaluate, evaluate_fixed_steps
 from algorithms.rollout import collect_rollout
 from algorithms.updates import UpdateBatch, make_update
+from envs.backend import resolve_backend
 from envs.config import EnvConfig
 from envs.vector import make_vector_env
 
@@ -48,24 +52,112 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def validate_trial_inputs(cfg: FinetuneConfig) -> None:
-    """Check files before any simulator starts; raises CheckpointError/ValueError with one line."""
-    from algorithms.checkpoint import load_checkpoint
+def check_device(name: str) -> None:
+    """ValueError (one line) unless ``name`` (auto | cpu | cuda[:N]) is a torch device this machine has."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {name!r}")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            have = f"only {count} CUDA device{'s' if count != 1 else ''}" if count else "no CUDA device"
+            raise ValueError(f"device {name!r} is not available: torch sees {have}; use --device cpu (or auto)")
 
-    start = load_checkpoint(cfg.start_checkpoint, kind="policy", env_id=cfg.env_id, control_mode=cfg.control_mode)
+
+def check_trial_machine(cfg: FinetuneConfig) -> None:
+    """This machine can run the trial: its torch device exists and its simulation backend is available.
+    Raises ValueError / BackendUnavailable in one line, before any simulator starts."""
+    check_device(cfg.device)
+    resolve_backend(cfg.backend)
+
+
+def validate_trial_inputs(cfg: FinetuneConfig) -> None:
+    """Check the task and every file the trial reads before any simulator starts: each checkpoint loads, is the
+    kind the trial needs, records the observation/action sizes of ``cfg.env_id`` under ``cfg.control_mode``
+    (read without a simulator, :func:`envs.task_spaces.task_spaces`; for a task outside its table, the sizes of
+    the start checkpoint, and the env's when it starts).  Raises CheckpointError/ValueError in one line naming
+    the checkpoint's role and file."""
+    from algorithms.checkpoint import check_fits_task, check_same_sizes, load_checkpoint
+
+    top = (2**32 - 1 - cfg.num_iterations * cfg.num_envs) // RESET_STRIDE  # ManiSkill seeds numpy's RandomState: below 2**32
+    if not 0 <= cfg.seed <= top:
+        raise ValueError(f"seed must be in [0, {top}] (env resets are seeded from seed * {RESET_STRIDE}, see rollout_seeds), got {cfg.seed}")
+    task = dict(env_id=cfg.env_id, control_mode=cfg.control_mode)
+    start_label = f"start checkpoint {cfg.start_checkpoint}"
+    start = load_checkpoint(cfg.start_checkpoint, kind="policy", **task)
+    check_fits_task(start, start_label, **task)
+
+    def fits(ckpt: dict, label: str) -> None:
+        check_fits_task(ckpt, label, **task)
+        check_same_sizes(ckpt, label, start, start_label)
+
     if needs_expert(cfg):
-        load_checkpoint(cfg.expert_checkpoint, kind="policy", env_id=cfg.env_id, control_mode=cfg.control_mode)
+        fits(load_checkpoint(cfg.expert_checkpoint, kind="policy", **task), f"expert checkpoint {cfg.expert_checkpoint}")
     if cfg.estimator in ("iql", "sarsa"):
         from algorithms.estimators.iql import load_trial_values
 
+        if cfg.iql_checkpoint:
+            fits(load_checkpoint(cfg.iql_checkpoint, kind="value", **task), f"{cfg.estimator} Q/V checkpoint {cfg.iql_checkpoint}")
         load_trial_values(cfg)  # also the expectile (sarsa: 0.5) and gamma the Q/V were trained with
     if cfg.gae_critic_checkpoint:
         from algorithms.agent import Agent
         from algorithms.value_functions import load_critic_into
 
         # a V-only critic of the right size and discount (an IQL Q/V file is refused here, not after the envs start)
-        load_checkpoint(cfg.gae_critic_checkpoint, kind="value", env_id=cfg.env_id)
+        fits(load_checkpoint(cfg.gae_critic_checkpoint, kind="value", env_id=cfg.env_id), f"critic checkpoint {cfg.gae_critic_checkpoint}")
         load_critic_into(Agent(start["obs_dim"], start["act_dim"]), cfg.gae_critic_checkpoint, obs_dim=start["obs_dim"], gamma=cfg.gamma)
+
+
+TRIAL_FILES = ("config.json", "tb", "checkpoint")  # what run_trial writes into its out_dir
+
+
+def prepare_trial_dir(out_dir: str | Path, cfg: FinetuneConfig, resume: bool = False, overwrite: bool = False) -> Optional[Path]:
+    """Decide what a ``finetune`` call may do with ``out_dir``, after the inputs are validated and before anything
+    is written.  Returns the checkpoint directory to resume from (``resume``), else None.
+
+    * a directory holding a trial (config.json, tb/ or checkpoint/) is refused unless ``resume`` or ``overwrite``;
+    * ``resume`` needs ``<out_dir>/checkpoint/trial_state.pt`` of a trial with this very config;
+    * ``overwrite`` removes that trial's files (only those: config.json, tb/, checkpoint/) and says so.
+    Raises ValueError in one line; nothing is changed when it raises."""
+    out = Path(out_dir)
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other: --resume continues the trial in --out-dir, --overwrite starts it again")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out-dir {out} is a file, not a directory; choose another --out-dir")
+    check_writable_dir(out, "--out-dir")
+    existing = [name for name in TRIAL_FILES if (out / name).exists()]
+    if resume:
+        state = out / "checkpoint" / TRIAL_STATE
+        if not state.is_file():
+            raise ValueError(f"--resume: {state} does not exist, so there is no trial to continue; run without --resume to start one")
+        try:
+            saved = torch.load(state, map_location="cpu", weights_only=False)["config"]
+        except Exception as e:  # truncated file, not a trial state
+            raise ValueError(f"--resume: {state} is not a readable trial state ({type(e).__name__}); pass --overwrite to start the trial again") from None
+        _check_same_config(saved, cfg, state)
+        return out / "checkpoint"
+    if existing and not overwrite:
+        raise ValueError(f"--out-dir {out} already holds a trial ({', '.join(existing)}); pass --resume to continue it, "
+                         "--overwrite to replace it, or choose another --out-dir")
+    if existing:
+        for name in existing:
+            target = out / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+        print(f"--overwrite: removed the previous trial's {', '.join(existing)} from {out}", file=sys.stderr, flush=True)
+    return None
+
+
+def _check_same_config(saved: dict, cfg: FinetuneConfig, state: Path) -> None:
+    new = cfg.to_dict()
+    changed = [k for k in sorted(set(saved) | set(new)) if saved.get(k) != new.get(k)]
+    if changed:
+        k = changed[0]
+        raise ValueError(f"--resume: the trial in {state.parent.parent} was run with {k}={saved.get(k)!r}, this call asks for {new.get(k)!r}"
+                         f"{f' (and {len(changed) - 1} more changes)' if len(changed) > 1 else ''}; "
+                         "resume with the same flags, or pass --overwrite to start it again")
 
 
 def needs_expert(cfg: FinetuneConfig) -> bool:
@@ -92,8 +184,15 @@ def run_trial(
 
     out = Path(out_dir)
     ckpt_dir = out / "checkpoint"
-    out.mkdir(parents=True, exist_ok=True)
     validate_trial_inputs(cfg)
+    resumed = None
+    if resume_from is not None:
+        # checked before anything is written: a refused resume leaves the trial directory as it was
+        if not (Path(resume_from) / TRIAL_STATE).is_file():
+            raise ValueError(f"cannot resume from {resume_from}: it holds no {TRIAL_STATE}")
+        resumed = torch.load(Path(resume_from) / TRIAL_STATE, map_location="cpu", weights_only=False)
+        _check_same_config(resumed["config"], cfg, Path(resume_from) / TRIAL_STATE)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -111,6 +210,11 @@ def run_trial(
         return make_vector_env(env_cfg.replace(num_envs=num_envs, autoreset=autoreset))
 
     venv = make_env(cfg.num_envs)
+    try:  # a task outside envs.task_spaces' table: its sizes are known only now
+        check_policy_fits(start_ck, f"start checkpoint {cfg.start_checkpoint}", cfg.env_id, venv)
+    except CheckpointError:
+        venv.close()
+        raise
     gens = {
         "update": torch.Generator().manual_seed(cfg.seed),
         "action": torch.Generator(device=device).manual_seed(cfg.seed + 1),
@@ -131,10 +235,8 @@ def run_trial(
     totals = {"env_steps": 0, "sim_steps": 0, "wall": 0.0}
     start_iter = 0
     offline_batch: Optional[dict] = None  # offline regime: the one batch, estimated once
-    if resume_from is not None and (Path(resume_from) / TRIAL_STATE).exists():
-        st = torch.load(Path(resume_from) / TRIAL_STATE, map_location="cpu", weights_only=False)
-        if st["config"] != cfg.to_dict():
-            raise ValueError(f"checkpoint {resume_from} belongs to a trial with another config")
+    if resumed is not None:
+        st = resumed
         agent.load_state_dict(st["agent"])
         agent.to(device)
         rule.load_state_dict(st["rule"])

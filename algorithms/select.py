@@ -5,7 +5,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from algorithms.checkpoint import load_policy, save_policy
@@ -59,6 +58,8 @@ def select_policies(cfg: SelectConfig, log=print) -> dict:
     ladder_csv = ladder_dir / "ladder.csv"
     if not ladder_csv.exists():
         raise FileNotFoundError(f"no ladder.csv in {ladder_dir}: run `pretrain` first")
+    import pandas as pd  # here, not at the top: every CLI call builds SelectConfig's flags, few read a ladder
+
     ladder = pd.read_csv(ladder_csv)
     ladder = ladder[[(ladder_dir / c).exists() for c in ladder["checkpoint"]]]
     if ladder.empty:

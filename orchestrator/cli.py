@@ -7,37 +7,82 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from orchestrator.cli_args import add_dataclass_args, dataclass_from_args
 
 
+def _check_policy_run(policy: str, backend: str) -> None:
+    """The policy checkpoint loads, records its task, fits that task's sizes, and the backend is available here."""
+    from algorithms.checkpoint import check_fits_task, load_policy, policy_task
+    from envs.backend import resolve_backend
+
+    _, ck = load_policy(policy)
+    env_id, control_mode = policy_task(ck, f"policy {policy}", "save it with save_policy first")
+    check_fits_task(ck, f"policy {policy}", env_id, control_mode)
+    resolve_backend(backend)
+
+
+def _check_output_file(path: str, flag: str, overwrite: bool) -> None:
+    """An output file may be written: not a directory, in a writable place, and not replacing one without --overwrite."""
+    from algorithms.checkpoint import check_writable_dir
+
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{flag} {p} is a directory; give a file name")
+    if p.exists() and not overwrite:
+        raise ValueError(f"{flag} {p} already exists; pass --overwrite to replace it, or choose another {flag}")
+    check_writable_dir(p.parent, flag)
+
+
 def _cmd_pretrain(ns):
+    from algorithms.checkpoint import check_fits_task, check_writable_dir, load_checkpoint
+    from algorithms.finetune import check_device
     from algorithms.pretrain import PretrainConfig, pretrain
+    from envs.backend import resolve_backend
+    from envs.task_spaces import task_spaces
 
     cfg = dataclass_from_args(PretrainConfig, ns)
+    check_device(cfg.device)
+    task_spaces(cfg.env_id, cfg.control_mode)
+    if cfg.init_from:
+        check_fits_task(load_checkpoint(cfg.init_from, kind="policy", env_id=cfg.env_id), f"--init-from {cfg.init_from}", cfg.env_id, cfg.control_mode)
+    resolve_backend(cfg.backend)
+    check_writable_dir(cfg.out_dir, "--out-dir")
     out = pretrain(cfg, resume=not ns.fresh, progress=not ns.no_progress, max_iterations=ns.max_iterations, max_minutes=ns.max_minutes)
     print(f"ladder: {out / 'ladder.csv'}")
 
 
 def _cmd_select(ns):
+    from algorithms.checkpoint import check_writable_dir
     from algorithms.select import SelectConfig, select_policies
+    from envs.backend import resolve_backend
 
-    prov = select_policies(dataclass_from_args(SelectConfig, ns))
+    cfg = dataclass_from_args(SelectConfig, ns)
+    if not (Path(cfg.ladder_dir) / "ladder.csv").is_file():
+        raise FileNotFoundError(f"no ladder.csv in {cfg.ladder_dir}: run `pretrain` first")
+    resolve_backend(cfg.backend)
+    check_writable_dir(cfg.out_dir, "--out-dir")
+    prov = select_policies(cfg)
     for role, p in prov["policies"].items():
         print(f"{role}: {p['file']} from {p['source_checkpoint']}: deterministic {p['success_det']:.3f}, stochastic {p['success_stoch']:.3f} ({p['eval_episodes']} episodes)")
 
 
 def _cmd_eval(ns):
-    from algorithms.checkpoint import check_policy_fits, load_policy, policy_task
+    from algorithms.checkpoint import check_fits_task, check_policy_fits, load_policy, policy_task
     from algorithms.evaluate import evaluate
+    from envs.backend import resolve_backend
     from envs.config import EnvConfig
     from envs.vector import make_vector_env
     from tqdm import tqdm
 
+    _check_counts(ns, episodes=1, num_envs=1, seed=0)
     agent, ck = load_policy(ns.checkpoint)
     env_id, control_mode = policy_task(ck, str(ns.checkpoint), "pass --env-id", env_id=ns.env_id)
+    check_fits_task(ck, f"checkpoint {ns.checkpoint}", env_id, control_mode)
+    backend = resolve_backend(ns.backend)
     results = {}
-    with make_vector_env(EnvConfig(env_id, ns.num_envs, control_mode, "sparse", backend=ns.backend)) as venv:
+    with make_vector_env(EnvConfig(env_id, ns.num_envs, control_mode, "sparse", backend=backend)) as venv:
         check_policy_fits(ck, str(ns.checkpoint), env_id, venv)
         modes = [True, False] if ns.stochastic else [True]
         with tqdm(total=ns.episodes * len(modes), desc="eval", unit="ep", disable=ns.no_progress) as bar:
@@ -50,14 +95,30 @@ def _cmd_eval(ns):
         print(json.dumps({"checkpoint": str(ns.checkpoint), "env_id": env_id, "backend": venv.backend, **results}))
 
 
+def _check_counts(ns, **minimum) -> None:
+    """ValueError naming the first flag below its minimum (``episodes=1``: --episodes must be >= 1)."""
+    for name, low in minimum.items():
+        if getattr(ns, name) < low:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(ns, name)}")
+
+
+def _check_trial_call(cfg, out: str, resume: bool, overwrite: bool):
+    """Everything a finetune/quality call needs, checked before anything is written or started; returns the
+    checkpoint directory to resume from (or None)."""
+    from algorithms.finetune import check_trial_machine, prepare_trial_dir, validate_trial_inputs
+
+    check_trial_machine(cfg)
+    validate_trial_inputs(cfg)
+    return prepare_trial_dir(out, cfg, resume=resume, overwrite=overwrite)
+
+
 def _cmd_finetune(ns):
     from algorithms.config import FinetuneConfig
-    from algorithms.finetune import run_trial, validate_trial_inputs
+    from algorithms.finetune import run_trial
 
     cfg = dataclass_from_args(FinetuneConfig, ns)
-    validate_trial_inputs(cfg)
     out = ns.out_dir or f"runs/finetune/{cfg.estimator}-{cfg.update}-seed{cfg.seed}"
-    resume = f"{out}/checkpoint" if ns.resume else None
+    resume = _check_trial_call(cfg, out, ns.resume, ns.overwrite)
     history = run_trial(cfg, out, resume_from=resume, progress=not ns.no_progress)
     evals = [(h["iteration"], h["eval/success_rate"]) for h in history if "eval/success_rate" in h]
     print(f"{cfg.estimator}+{cfg.update}: success " + " -> ".join(f"{s * 100:.1f}%" for _, s in evals) + f"  (iterations {evals[0][0]}..{evals[-1][0]}; results in {out})")
@@ -67,6 +128,8 @@ def _cmd_collect(ns):
     from algorithms.data import CollectConfig, TransitionDataset, collect_dataset
 
     cfg = dataclass_from_args(CollectConfig, ns)
+    _check_policy_run(cfg.policy, cfg.backend)
+    _check_output_file(cfg.out, "--out", ns.overwrite)
     collect_dataset(cfg, progress=not ns.no_progress)
     m = TransitionDataset(cfg.out).metrics
     print(f"dataset: {cfg.out}: {m['num_transitions']} transitions, {m['episodes_ended']} episode ends, {m['successes']} successes")
@@ -74,9 +137,14 @@ def _cmd_collect(ns):
 
 def _cmd_pretrain_iql(ns):
     from algorithms.checkpoint import load_checkpoint
+    from algorithms.data import TransitionDataset
+    from algorithms.finetune import check_device
     from algorithms.pretrain_values import IQLPretrainConfig, pretrain_iql
 
     cfg = dataclass_from_args(IQLPretrainConfig, ns)
+    check_device(cfg.device)
+    TransitionDataset(cfg.dataset)  # loads and hash-checks it: a bad file is refused before the output is touched
+    _check_output_file(cfg.out, "--out", ns.overwrite)
     out = pretrain_iql(cfg, progress=not ns.no_progress)
     m = load_checkpoint(out, kind="value")["metrics"]
     print(f"Q/V (expectile {cfg.expectile:g}{', SARSA' if cfg.expectile == 0.5 else ''}): {out}: q_loss {m['q_loss']:.4g}, v_loss {m['v_loss']:.4g}, A>0 on {m['advantage_pos_ratio'] * 100:.1f}% of the data")
@@ -84,9 +152,13 @@ def _cmd_pretrain_iql(ns):
 
 def _cmd_pretrain_critic(ns):
     from algorithms.checkpoint import load_checkpoint
+    from algorithms.finetune import check_device
     from algorithms.pretrain_values import CriticPretrainConfig, pretrain_critic
 
     cfg = dataclass_from_args(CriticPretrainConfig, ns)
+    check_device(cfg.device)
+    _check_policy_run(cfg.policy, cfg.backend)
+    _check_output_file(cfg.out, "--out", ns.overwrite)
     out = pretrain_critic(cfg, progress=not ns.no_progress)
     m = load_checkpoint(out, kind="value")["metrics"]
     print(f"critic (gamma {cfg.gamma:g}, {cfg.reward_mode} reward): {out}: {m['num_samples']} returns, value_loss {m['value_loss']:.4g}, explained variance {m['explained_variance']:.3f}")
@@ -112,13 +184,13 @@ def _cmd_quality(ns):
     import dataclasses
 
     from algorithms.config import FinetuneConfig
-    from algorithms.finetune import run_trial, validate_trial_inputs
+    from algorithms.finetune import run_trial
 
     cfg = dataclass_from_args(FinetuneConfig, ns)
     if cfg.quality_every < 1:
         cfg = dataclasses.replace(cfg, quality_every=1)
-    validate_trial_inputs(cfg)
     out = ns.out_dir or f"runs/quality/{cfg.estimator}-{cfg.update}-seed{cfg.seed}"
+    _check_trial_call(cfg, out, resume=False, overwrite=ns.overwrite)
     history = run_trial(cfg, out, progress=not ns.no_progress)
     cols = ["quality/spearman", "quality/spearman_within", "quality/bias", "quality/rmse", "quality/sign_agreement"]
     print(f"{cfg.estimator} advantages vs MC of the expert with {cfg.quality_samples} samples ({cfg.batch_size} transitions per iteration):")
@@ -153,11 +225,25 @@ def _cmd_selfclone(ns):
     print(f"results in {out}")
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one ``error:`` line (exit 2) instead of the full usage text."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line (a message that spans lines is joined with ' | ')."""
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    return " | ".join(lines) or type(e).__name__
+
+
 def build_parser() -> argparse.ArgumentParser:
     from algorithms.pretrain import PretrainConfig
     from algorithms.select import SelectConfig
 
-    p = argparse.ArgumentParser(
+    p = OneLineErrorParser(
         prog="python -m orchestrator",
         description="Offline-to-online RL finetuning of ManiSkill policies: advantage estimators x update rules on Ray Tune.",
     )
@@ -180,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("finetune", help="one finetuning trial (any estimator x update rule), no Ray", description="One trial: iterations of eval / rollout / estimate advantages / update, with TensorBoard logs and a checkpoint per iteration in --out-dir.")
     add_dataclass_args(sp, FinetuneConfig)
     sp.add_argument("--out-dir", default=None, help="trial directory (default: runs/finetune/<estimator>-<update>-seed<seed>)")
-    sp.add_argument("--resume", action="store_true", help="continue from <out-dir>/checkpoint")
+    sp.add_argument("--resume", action="store_true", help="continue the trial in --out-dir from <out-dir>/checkpoint (same flags)")
+    sp.add_argument("--overwrite", action="store_true", help="remove the trial already in --out-dir (config.json, tb/, checkpoint/) and start again")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_finetune)
 
@@ -189,22 +276,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("collect", help="offline dataset of transitions from a policy (sparse reward)", description="Runs a policy checkpoint on its task with the sparse reward and writes --num-transitions transitions (obs, actions, rewards, next_obs, terminated, truncated; --save-states: simulator states) as a hash-checked dataset file.")
     add_dataclass_args(sp, CollectConfig)
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_collect)
 
     sp = sub.add_parser("pretrain-iql", help="IQL Q/V networks from a dataset (--expectile 0.5: SARSA)", description="Fits Q(s,a) by TD regression on r + gamma*V(s') and V(s) by expectile regression of Q on a collected dataset; the value checkpoint feeds the iql (--expectile = --iql-expectile) and sarsa (--expectile 0.5) estimators.")
     add_dataclass_args(sp, IQLPretrainConfig)
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_pretrain_iql)
 
     sp = sub.add_parser("pretrain-critic", help="V(s) on discounted MC returns of a policy (the expert)", description="Runs --policy on the task, computes every step's discounted return to the end of its episode and regresses V(s) on it; the checkpoint initialises GAE's critic (--gae-critic-checkpoint).")
     add_dataclass_args(sp, CriticPretrainConfig)
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_pretrain_critic)
 
     sp = sub.add_parser("quality", help="estimator quality vs an MC oracle (Spearman, bias, RMSE) over a short trial", description="Runs a trial with the quality probe on every iteration: the estimator's advantages against MC re-rollouts of the expert with --quality-samples samples on the same batch (research question 4).")
     add_dataclass_args(sp, FinetuneConfig)
     sp.add_argument("--out-dir", default=None, help="trial directory (default: runs/quality/<estimator>-<update>-seed<seed>)")
+    sp.add_argument("--overwrite", action="store_true", help="remove the trial already in --out-dir (config.json, tb/, checkpoint/) and start again")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_quality)
 
@@ -263,5 +354,5 @@ def main(argv=None) -> None:
     try:
         ns.func(ns)
     except (CheckpointError, ValueError, FileNotFoundError, BackendUnavailable) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)

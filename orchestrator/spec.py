@@ -47,6 +47,7 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
+from algorithms.checkpoint import check_writable_dir
 from algorithms.config import FinetuneConfig
 from orchestrator.search import SchedulerSpec, SearchSpec, parse_scheduler, parse_search
 from orchestrator.storage import check_uri, is_local, local_path
@@ -208,6 +209,10 @@ def read_yaml(path: str | os.PathLike) -> dict:
         raise SpecError(f"spec file {p} does not exist")
     try:
         data = yaml.load(p.read_text(), Loader=_SpecLoader)
+    except UnicodeDecodeError:
+        raise SpecError(f"spec file {p} is not a text file; a spec is YAML (see experiments/smoke.yaml)") from None
+    except yaml.reader.ReaderError as e:  # control characters: a binary file that happens to decode
+        raise SpecError(f"spec file {p} is not a text file (character {e.character!r} at position {e.position}); a spec is YAML (see experiments/smoke.yaml)") from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
@@ -517,6 +522,17 @@ def _search_blocks(data: dict, base: Path, fixed: dict[str, dict], cells: dict, 
     if search is not None and sweep:
         raise SpecError(f"search: a spec either sweeps or searches; move sweep.{next(iter(sweep))} into search.space as {{choice: [...]}}")
     return {"search": search, "scheduler": scheduler, "tracking": tracking}
+
+
+def check_storage_writable(storage: str) -> None:
+    """SpecError unless the run directories can be created under ``storage``: no file in the way, not read-only.
+    A URI (``s3://...``) is left to its filesystem and not checked here."""
+    if "://" in storage:
+        return
+    try:
+        check_writable_dir(storage, "storage")
+    except ValueError as e:
+        raise SpecError(str(e)) from None
 
 
 def _check_needed_checkpoints(spec: GridSpec) -> None:

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+from algorithms.checkpoint import check_writable_dir
 from orchestrator.spec import expand_trials, load_spec, read_yaml
 from orchestrator.storage import is_local, local_path
 
@@ -338,8 +339,14 @@ exit $status
 
 
 def write_sbatch(out: str | os.PathLike, spec_path: str | os.PathLike, cfg: SlurmConfig, **kw) -> Path:
-    text = sbatch_script(spec_path, cfg, **kw)
     out = Path(out)
+    if out.is_dir():
+        raise SubmitError(f"--slurm {out} is a directory; give the batch script's file name (e.g. grid.sbatch)")
+    try:
+        check_writable_dir(out.parent, "--slurm")
+    except ValueError as e:
+        raise SubmitError(str(e)) from None
+    text = sbatch_script(spec_path, cfg, **kw)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     out.chmod(0o755)

@@ -30,6 +30,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ from orchestrator import launches
 from orchestrator.rundir import SPEC_JSON, SPEC_YAML, TRIAL_OUT
 from orchestrator.search import cell_key, num_trials
 from orchestrator.spec import (
-    GridSpec, ResourceSpec, SpecError, cell_overrides, check_resources, expand_trials, load_spec,
+    GridSpec, ResourceSpec, SpecError, cell_overrides, check_resources, check_storage_writable, expand_trials, load_spec,
     local_machine_resources, resolved_record, short_value, spec_from_record, trial_label,
     TRIAL_KEY, split_trial_key, trial_cell, trial_key, trial_seed,
 )
@@ -268,9 +269,11 @@ def _check_cluster(spec: GridSpec) -> None:
 
 
 def _local_run(address: Optional[str]) -> bool:
-    import ray
-
-    return address is None and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized()
+    if address is not None or os.environ.get("RAY_ADDRESS"):
+        return False
+    # Ray not imported yet: certainly not initialised (and validation need not pay the import)
+    ray = sys.modules.get("ray")
+    return ray is None or not ray.is_initialized()
 
 
 def _run_config(spec: GridSpec, run_dir: Path):
@@ -325,12 +328,15 @@ def launch(
     """
     spec_text = None
     if not isinstance(spec, GridSpec):
-        spec_text = Path(spec).read_text() if Path(spec).is_file() else None
-        spec = load_spec(spec)
+        path, spec = spec, load_spec(spec)  # validates the file (a binary one included) before it is read as text
+        spec_text = Path(path).read_text()
     changes = {k: v for k, v in (("storage", storage), ("name", name)) if v is not None}
     if changes:
         spec = spec.replace(**changes)
     configs = expand_trials(spec)
+    check_storage_writable(spec.storage)
+    if _local_run(address):
+        check_local_backends(configs)
     record = _canonical(resolved_record(spec, configs))
     remote = remote_run(spec.storage, spec.name)
     # a remote run is checked and started from a local staging copy of its own files
@@ -358,6 +364,17 @@ def launch(
         (run_dir / SPEC_YAML).write_text(spec_text if spec_text is not None else yaml.safe_dump(record["spec"], sort_keys=False))
         (run_dir / SPEC_JSON).write_text(json.dumps(record, indent=1))
         return _fit(spec, run_dir, configs, remote)
+
+
+def check_local_backends(configs: list) -> None:
+    """SpecError unless every trial's simulation backend runs on this machine (a local grid's trials run here)."""
+    from envs.backend import BackendUnavailable, resolve_backend
+
+    for backend in sorted({c.backend for c in configs}):
+        try:
+            resolve_backend(backend)
+        except BackendUnavailable as e:
+            raise SpecError(f"backend: {e}") from None
 
 
 @contextlib.contextmanager
@@ -441,8 +458,6 @@ def _sigterm_stops_tune():
 def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None) -> GridOutcome:
     """Continue the grid in ``run_dir`` (which may have been moved since): finished trials are kept, unfinished
     and errored ones continue from their last checkpoint."""
-    from ray.tune import Tuner
-
     remote = None if is_local(str(run_dir)) else RemoteRun.at(str(run_dir))
     if remote is not None and not remote.exists():
         raise SpecError(f"run directory {remote.uri} does not exist")
@@ -451,6 +466,12 @@ def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None) -> G
         raise SpecError(f"run directory {run_dir} does not exist")
     record = _read_record(run_dir)
     spec = spec_from_record(record)
+    if remote is None:
+        check_storage_writable(str(run_dir))
+    if remote is None and not (run_dir / "tuner.pkl").is_file():  # what Tuner.can_restore looks for, without importing Ray Tune (seconds)
+        raise SpecError(f"{run_dir} has no Tune state to restore (tuner.pkl is missing): the grid never started; launch it with `grid SPEC --resume`")
+    from ray.tune import Tuner
+
     if not Tuner.can_restore(remote.uri if remote else str(run_dir)):
         raise SpecError(f"{run_dir} has no Tune state to restore (tuner.pkl is missing): the grid never started; launch it with `grid SPEC --resume`")
     with _on_cluster(spec, address):
