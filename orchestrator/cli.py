@@ -206,8 +206,7 @@ def _cmd_selfclone(ns):
     import dataclasses
 
     from algorithms.config import FinetuneConfig
-    from algorithms.finetune import validate_trial_inputs
-    from algorithms.selfclone import self_clone
+    from algorithms.selfclone import self_clone, self_clone_config
 
     # AWR is the rule whose uniform-weight update is plain self-cloning; a spec's cell brings its own rule
     cfg = dataclass_from_args(FinetuneConfig, ns, **({} if "update" in vars(ns) or ns.spec else {"update": "awr"}))
@@ -219,8 +218,8 @@ def _cmd_selfclone(ns):
             raise ValueError(f"{ns.spec} has no cell {ns.spec_cell!r}")
         given = {k: getattr(cfg, k) for k in vars(ns) if k in FinetuneConfig.field_names()}
         cfg = dataclasses.replace(trials[0], **given)
-    validate_trial_inputs(cfg)
     out = ns.out_dir or f"runs/selfclone/{cfg.label.replace('+', '-')}-seed{cfg.seed}"
+    _check_trial_call(self_clone_config(cfg), out, False, ns.overwrite)
     print(self_clone(cfg, out, progress=not ns.no_progress).line())
     print(f"results in {out}")
 
@@ -308,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--spec", default=None, help="grid spec whose cell protocol to diagnose")
     sp.add_argument("--cell", dest="spec_cell", default=None, help="the cell's label in --spec (default: its first cell)")
     sp.add_argument("--out-dir", default=None, help="trial directory (default: runs/selfclone/<cell>-seed<seed>)")
+    sp.add_argument("--overwrite", action="store_true", help="remove an earlier diagnostic in --out-dir (config.json, tb/, checkpoint/) and run again")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_selfclone)
 

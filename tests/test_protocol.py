@@ -109,3 +109,21 @@ def test_critic_warmup_iterations_leave_the_policy_alone(tmp_path):
     assert not all(torch.equal(a, b) for a, b in zip(start.critic.parameters(), after.critic.parameters()))
     hist = run_trial(FinetuneConfig(estimator="td", update="ppo", gae_warmup_iters=1, td_n=3, **TINY), tmp_path / "w2")
     assert "charts/critic_warmup" not in hist[2] and "losses/value_loss" in hist[2] and "losses/policy_loss" in hist[2]
+
+
+def test_selfclone_refuses_bad_input_in_one_line(run_cli, tmp_path):
+    """An unknown cell, a missing spec, a bad count, or an earlier diagnostic in --out-dir (without --overwrite):
+    exit 2, one line, and the earlier diagnostic untouched."""
+    old = tmp_path / "old"
+    (old / "checkpoint").mkdir(parents=True)
+    (old / "config.json").write_text("{}")
+    for args, words in (
+        (["--spec", "experiments/seed-v2.yaml", "--cell", "nosuch"], "has no cell 'nosuch'"),
+        (["--spec", str(tmp_path / "nope.yaml")], "does not exist"),
+        (["--num-envs", "0"], "num_envs must be >= 1"),
+        (["--out-dir", str(old)], "already holds a trial"),
+    ):
+        r = run_cli("selfclone", *args, timeout=60)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and words in lines[0], (args, r.stderr)
+    assert (old / "config.json").read_text() == "{}" and sorted(p.name for p in old.iterdir()) == ["checkpoint", "config.json"]
