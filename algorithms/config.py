@@ -102,6 +102,8 @@ class FinetuneConfig:
     gae_critic_epochs: int = h(4, "critic epochs after each update when critic_training=separate")
     gae_value_coef: float = h(0.5, "value-loss coefficient: loss += coef * 0.5 * (V - target)^2 (reference vf_coef)")
     td_n: int = h(20, "TD(N) estimator: N-step returns bootstrapped with the critic")
+    critic_bootstrap_terminal: bool = h(False, "GAE / TD(N): bootstrap V(final obs) at a termination too, as at a time limit (reference: true, "
+                                               "its ppo_finetune adds V(final obs) at every episode end); false: a terminal state is worth 0")
 
     # Monte-Carlo re-rollouts
     mc_samples: int = h(5, "re-rollouts per estimate (M): Q and V each")

@@ -112,16 +112,33 @@ def _check_trial_call(cfg, out: str, resume: bool, overwrite: bool):
     return prepare_trial_dir(out, cfg, resume=resume, overwrite=overwrite)
 
 
+def _spec_cell_config(ns, cfg, cell: str | None):
+    """The trial config of grid cell ``cell`` (None: the first) of ``ns.spec`` at ``cfg.seed``, with the
+    FinetuneConfig flags given on the command line laid over it."""
+    import dataclasses
+
+    from algorithms.config import FinetuneConfig
+    from orchestrator.spec import expand_trials, load_spec
+
+    trials = [c for c in expand_trials(load_spec(ns.spec)) if cell in (None, c.label)]
+    if not trials:
+        raise ValueError(f"{ns.spec} has no cell {cell!r}")
+    given = {k: getattr(cfg, k) for k in vars(ns) if k in FinetuneConfig.field_names()}
+    return dataclasses.replace(trials[0], **given)
+
+
 def _cmd_finetune(ns):
     from algorithms.config import FinetuneConfig
     from algorithms.finetune import run_trial
 
     cfg = dataclass_from_args(FinetuneConfig, ns)
-    out = ns.out_dir or f"runs/finetune/{cfg.estimator}-{cfg.update}-seed{cfg.seed}"
+    if ns.spec:
+        cfg = _spec_cell_config(ns, cfg, cfg.cell or None)
+    out = ns.out_dir or f"runs/finetune/{cfg.label.replace('+', '-')}-seed{cfg.seed}"
     resume = _check_trial_call(cfg, out, ns.resume, ns.overwrite)
     history = run_trial(cfg, out, resume_from=resume, progress=not ns.no_progress)
     evals = [(h["iteration"], h["eval/success_rate"]) for h in history if "eval/success_rate" in h]
-    print(f"{cfg.estimator}+{cfg.update}: success " + " -> ".join(f"{s * 100:.1f}%" for _, s in evals) + f"  (iterations {evals[0][0]}..{evals[-1][0]}; results in {out})")
+    print(f"{cfg.label}: success " + " -> ".join(f"{s * 100:.1f}%" for _, s in evals) + f"  (iterations {evals[0][0]}..{evals[-1][0]}; results in {out})")
 
 
 def _cmd_collect(ns):
@@ -203,21 +220,13 @@ def _cmd_quality(ns):
 
 
 def _cmd_selfclone(ns):
-    import dataclasses
-
     from algorithms.config import FinetuneConfig
     from algorithms.selfclone import self_clone, self_clone_config
 
     # AWR is the rule whose uniform-weight update is plain self-cloning; a spec's cell brings its own rule
     cfg = dataclass_from_args(FinetuneConfig, ns, **({} if "update" in vars(ns) or ns.spec else {"update": "awr"}))
     if ns.spec:
-        from orchestrator.spec import expand_trials, load_spec
-
-        trials = [c for c in expand_trials(load_spec(ns.spec)) if ns.spec_cell in (None, c.label)]
-        if not trials:
-            raise ValueError(f"{ns.spec} has no cell {ns.spec_cell!r}")
-        given = {k: getattr(cfg, k) for k in vars(ns) if k in FinetuneConfig.field_names()}
-        cfg = dataclasses.replace(trials[0], **given)
+        cfg = _spec_cell_config(ns, cfg, ns.spec_cell)
     out = ns.out_dir or f"runs/selfclone/{cfg.label.replace('+', '-')}-seed{cfg.seed}"
     _check_trial_call(self_clone_config(cfg), out, False, ns.overwrite)
     print(self_clone(cfg, out, progress=not ns.no_progress).line())
@@ -264,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("finetune", help="one finetuning trial (any estimator x update rule), no Ray", description="One trial: iterations of eval / rollout / estimate advantages / update, with TensorBoard logs and a checkpoint per iteration in --out-dir.")
     add_dataclass_args(sp, FinetuneConfig)
-    sp.add_argument("--out-dir", default=None, help="trial directory (default: runs/finetune/<estimator>-<update>-seed<seed>)")
+    sp.add_argument("--spec", default=None, help="grid spec: run the protocol of its cell --cell (default: its first cell); flags given here override it")
+    sp.add_argument("--out-dir", default=None, help="trial directory (default: runs/finetune/<cell>-seed<seed>)")
     sp.add_argument("--resume", action="store_true", help="continue the trial in --out-dir from <out-dir>/checkpoint (same flags)")
     sp.add_argument("--overwrite", action="store_true", help="remove the trial already in --out-dir (config.json, tb/, checkpoint/) and start again")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -75,6 +75,12 @@ class CriticEstimator(AdvantageEstimator):
     def trains_jointly(self) -> bool:
         return self.cfg.critic_training == "joint"
 
+    def terminated(self, rollout: Rollout) -> torch.Tensor:
+        """[T, N] flags of the steps whose successor is worth 0 (none with ``critic_bootstrap_terminal``)."""
+        if self.cfg.critic_bootstrap_terminal:
+            return torch.zeros_like(rollout.terminated)
+        return rollout.terminated
+
     @torch.no_grad()
     def _advantages(self, rollout: Rollout, agent):
         shape = rollout.rewards.shape
@@ -132,4 +138,4 @@ class GAEEstimator(CriticEstimator):
 
     def targets(self, rollout, values, next_values):
         rewards = rollout.rewards * self.cfg.reward_scale
-        return gae(rewards, values, next_values, rollout.terminated, rollout.dones, self.cfg.gamma, self.cfg.gae_lambda)
+        return gae(rewards, values, next_values, self.terminated(rollout), rollout.dones, self.cfg.gamma, self.cfg.gae_lambda)

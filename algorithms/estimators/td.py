@@ -36,5 +36,5 @@ class TDEstimator(CriticEstimator):
 
     def targets(self, rollout, values, next_values):
         rewards = rollout.rewards * self.cfg.reward_scale
-        g = n_step_targets(rewards, next_values, rollout.terminated, rollout.dones, self.cfg.gamma, self.cfg.td_n)
+        g = n_step_targets(rewards, next_values, self.terminated(rollout), rollout.dones, self.cfg.gamma, self.cfg.td_n)
         return g - values, g

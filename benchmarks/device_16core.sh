@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Issue 10's 16-core measurements on the lent machine, in two calls of at most 10 minutes each
+# (packages staged in /tmp/site with ../shared/device/make-bundles.sh). Each part appends its tables to
+# benchmarks/RESULTS.md there and copies that file to $OUT.
+#   bash benchmarks/device_16core.sh A   # env throughput 16 and 100 envs (packed, AsyncVectorEnv); 4 reference trials at once, 1 iteration
+#   bash benchmarks/device_16core.sh B   # one whole reference-scale trial; MC16 re-rollout rate
+set -uo pipefail
+export PYTHONPATH=/tmp/site:$PWD OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 PYTHONWARNINGS="ignore::UserWarning"
+T0=$SECONDS
+case "${1:?A or B}" in
+  A) python3 benchmarks/env_throughput.py --envs 16 100 --workers 16 --layouts packed gym-async --steps 100 --warmup 10 --markdown
+     echo "--- A1 done at $((SECONDS - T0)) s"
+     python3 benchmarks/reference_trial.py --trials 4 --num-iterations 1 --markdown
+     ;;
+  B) python3 benchmarks/reference_trial.py --trials 1 --markdown
+     echo "--- B1 done at $((SECONDS - T0)) s"
+     python3 benchmarks/mc_rerollout.py --num-envs 100 --num-steps ${MC_STEPS:-50} --samples 16 --workers 128 --markdown
+     ;;
+esac
+echo "--- total $((SECONDS - T0)) s"
+cp benchmarks/RESULTS.md "$OUT/"
