@@ -6,6 +6,8 @@ Rows, all on the same task in one run:
              start), started together behind a barrier.  P = 1 gives the single-process raw rate R1.
   packed     ``make_vector_env`` with E envs in P worker processes (the cpu backend's layout), driven from this
              process by one ``Agent`` forward (stochastic action) per step, partial auto-reset, as in rollouts.
+  packed-exec the packed layout with every worker starting its own interpreter (``fork_workers=False``; packed
+             forks them from one pre-imported process, sharing the imports' memory).
   1-per-proc the same vector env with one worker process per env (the layout before envs were packed).
   gym-async  ``gymnasium.vector.AsyncVectorEnv`` over the same ManiSkill task, one process per env (its only
              layout), shared-memory observations, the same policy step.
@@ -35,7 +37,7 @@ for p in (ROOT, ROOT / "benchmarks"):
 
 from memory import group_memory  # noqa: E402  (benchmarks/ is on the path above)
 
-LAYOUTS = ("packed", "1-per-proc", "gym-async")
+LAYOUTS = ("packed", "packed-exec", "1-per-proc", "gym-async")
 TARGETS = ("targets: packed >= 0.9 x linear at 16 processes; >= 1.5 x gym-async at the same env count; "
            "<= 60 MiB PSS per env and <= 8 GiB in all at 100 envs")
 
@@ -142,13 +144,14 @@ def drive(venv_step, obs, agent, gen, warmup, steps, memory_pids):
     return steps / wall, t_policy / wall, group_memory(memory_pids())
 
 
-def vector_row(num_envs, num_workers, args, agent_for):
+def vector_row(num_envs, num_workers, args, agent_for, fork=True):
     import torch
 
     from envs import EnvConfig, make_vector_env
 
     t = time.monotonic()
-    cfg = EnvConfig(args.env_id, num_envs, args.control_mode, "sparse", args.max_episode_steps, backend="cpu", num_workers=num_workers)
+    cfg = EnvConfig(args.env_id, num_envs, args.control_mode, "sparse", args.max_episode_steps, backend="cpu", num_workers=num_workers,
+                    fork_workers=fork)
     with make_vector_env(cfg) as venv:
         build = time.monotonic() - t
         agent = agent_for(venv.obs_dim, venv.act_dim)
@@ -232,7 +235,7 @@ def main(argv=None):
     raw_args = (args.env_id, args.control_mode, args.max_episode_steps, args.steps, args.warmup)
     r1 = statistics.median(raw_rate(1, *raw_args) for _ in range(args.repeats))
     print(f"R1 (one raw process) = {r1:,.0f} steps/s", flush=True)
-    head = f"{'envs':>5} {'procs':>5} {'layout':>10} {'steps/s':>9} {'x linear':>8} {'vs async':>8} {'PSS MiB':>8} {'MiB/env':>7} {'RSS/env':>7} {'policy':>6} {'build s':>7}"
+    head = f"{'envs':>5} {'procs':>5} {'layout':>11} {'steps/s':>9} {'x linear':>8} {'vs async':>8} {'PSS MiB':>8} {'MiB/env':>7} {'RSS/env':>7} {'policy':>6} {'build s':>7}"
     print(head, flush=True)
     rows = []
 
@@ -242,7 +245,7 @@ def main(argv=None):
                  f"{mem.pss_mib:,.0f}" if mem else "-", f"{mem.pss_mib / envs:.0f}" if mem else "-", f"{mem.rss_mib / envs:.0f}" if mem else "-",
                  f"{share:.1%}" if share is not None else "-", f"{build:.1f}" if build is not None else "-"]
         rows.append({"cells": cells})
-        widths = [5, 5, 10, 9, 8, 8, 8, 7, 7, 6, 7]
+        widths = [5, 5, 11, 9, 8, 8, 8, 7, 7, 6, 7]
         print(" ".join(c.rjust(w) for c, w in zip(cells, widths)), flush=True)
 
     for procs in sorted({min(e, workers) for e in args.envs}):
@@ -252,6 +255,9 @@ def main(argv=None):
         if "packed" in args.layouts:
             rate, share, mem, build, procs = median(lambda: vector_row(envs, workers, args, agent_for))
             emit(envs, procs, "packed", rate, share, mem, build, asy[0] if asy else None)
+        if "packed-exec" in args.layouts:
+            rate, share, mem, build, procs = median(lambda: vector_row(envs, workers, args, agent_for, fork=False))
+            emit(envs, procs, "packed-exec", rate, share, mem, build, asy[0] if asy else None)
         if "1-per-proc" in args.layouts:
             rate, share, mem, build, procs = median(lambda: vector_row(envs, envs, args, agent_for))
             emit(envs, procs, "1-per-proc", rate, share, mem, build, asy[0] if asy else None)

@@ -38,6 +38,9 @@ class EnvConfig:
     num_workers: Optional[int] = field(default=None, metadata={"help": (
         "cpu backend: worker processes hosting the envs (None: the CPUs this process may run on); "
         "results do not depend on it")})
+    fork_workers: bool = field(default=True, metadata={"help": (
+        "cpu backend: fork the workers from one process that imported torch, SAPIEN and ManiSkill, so they share "
+        "those imports' memory (false: each worker starts its own interpreter)")})
 
     def __post_init__(self):
         if self.num_envs < 1:

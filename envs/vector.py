@@ -24,6 +24,7 @@ import torch
 
 from envs.backend import resolve_backend
 from envs.config import EnvConfig
+from envs.forkserver import ForkServerError, start_forked_workers
 from envs.shared_batch import SharedBatch, new_memory_file
 
 
@@ -121,7 +122,7 @@ class CpuVectorEnv(VectorEnv):
         self.num_workers = config.resolved_workers()
         self.device = torch.device("cpu")
         self._closed = False
-        self._conns, self._procs, self._buf = [], [], None
+        self._conns, self._procs, self._buf, self._server = [], [], None, None
         self._mem_fd = new_memory_file()
         self._blocks = worker_blocks(self.num_envs, self.num_workers)
         self._owner = np.repeat(np.arange(self.num_workers), [len(b) for b in self._blocks])
@@ -129,19 +130,25 @@ class CpuVectorEnv(VectorEnv):
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                    PYTHONWARNINGS=",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), "ignore:Failed to find system libvulkan"])))
         try:
-            # Plain subprocesses rather than multiprocessing's spawn/forkserver: those re-import the
-            # caller's __main__, which breaks scripts and notebooks without a main guard.
-            for block in self._blocks:
-                args = json.dumps([block.start, len(block), config.env_id, config.control_mode, config.reward_mode,
-                                   config.max_episode_steps, config.autoreset, config.terminate_on_success])
-                parent, child = socket.socketpair()
-                p = subprocess.Popen(
-                    [sys.executable, "-m", "envs.worker", str(child.fileno()), str(self._mem_fd), args],
-                    pass_fds=(child.fileno(), self._mem_fd), env=env, stdin=subprocess.DEVNULL,
-                )
-                child.close()
-                self._conns.append(Connection(parent.detach()))
-                self._procs.append(p)
+            worker_args = [[block.start, len(block), config.env_id, config.control_mode, config.reward_mode,
+                            config.max_episode_steps, config.autoreset, config.terminate_on_success] for block in self._blocks]
+            if config.fork_workers:
+                try:
+                    self._server, self._conns, self._procs = start_forked_workers(worker_args, self._mem_fd, env)
+                except ForkServerError as e:
+                    raise EnvWorkerError(str(e)) from e
+            else:
+                # Plain subprocesses rather than multiprocessing's spawn/forkserver: those re-import the
+                # caller's __main__, which breaks scripts and notebooks without a main guard.
+                for args in worker_args:
+                    parent, child = socket.socketpair()
+                    p = subprocess.Popen(
+                        [sys.executable, "-m", "envs.worker", str(child.fileno()), str(self._mem_fd), json.dumps(args)],
+                        pass_fds=(child.fileno(), self._mem_fd), env=env, stdin=subprocess.DEVNULL,
+                    )
+                    child.close()
+                    self._conns.append(Connection(parent.detach()))
+                    self._procs.append(p)
             dims = self._gather(range(self.num_workers))
             self.obs_dim, self.act_dim, self.state_dim = dims[0]
             self._buf = SharedBatch(self._mem_fd, self.num_envs, *dims[0], create=True)
@@ -239,8 +246,8 @@ class CpuVectorEnv(VectorEnv):
         return torch.from_numpy(b.obs[ids])
 
     def worker_pids(self) -> list[int]:
-        """Process ids of the worker processes (for memory accounting)."""
-        return [p.pid for p in self._procs]
+        """Process ids of the worker processes, then of the process they were forked from if any (memory accounting)."""
+        return [p.pid for p in self._procs] + ([self._server.pid] if self._server is not None else [])
 
     def close(self):
         if getattr(self, "_closed", True):
@@ -251,12 +258,12 @@ class CpuVectorEnv(VectorEnv):
                 c.send(("close", None))
             except OSError:
                 pass
-        for p in self._procs:
+        for p in self._procs + ([self._server] if self._server is not None else []):
             try:
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 p.kill()
-                p.wait()
+                p.wait(timeout=5)
         for c in self._conns:
             c.close()
         if self._buf is not None:
