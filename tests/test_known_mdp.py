@@ -356,3 +356,30 @@ def test_exact_values_with_slips_match_simulated_returns():
     vals = exact_values(agent, GAMMA, cfg)
     g = simulated_returns(agent, cfg)
     assert abs(float(g.mean()) - float(vals.v[1, 0])) < 4 * float(g.std()) / 4000 ** 0.5
+
+
+@pytest.mark.parametrize("estimator", ["gae", "td"])
+def test_critic_bootstrap_terminal_adds_the_final_value_at_terminations_only(estimator):
+    """The reference's ppo_finetune bootstraps V(final obs) at every episode end (critic_bootstrap_terminal=true);
+    ours by default bootstraps only at time limits.  With lambda = 0 / N = 1 the two targets differ exactly by
+    gamma * V(final obs) on terminated steps and nowhere else."""
+    from algorithms.config import FinetuneConfig
+    from algorithms.estimators import TrialContext, make_estimator
+
+    cfg = ChainConfig(num_envs=4, length=4, max_episode_steps=5, start_cell=None)
+    agent = chain_agent(cfg)
+    with torch.no_grad():
+        agent.critic[-1].bias.fill_(0.5)  # V(final obs) != 0, so the choice shows
+    ro = _rollout(cfg, agent, T=23)
+    assert ro.terminated.any() and ro.truncated.any()
+    targets = {}
+    for boot in (False, True):
+        fcfg = FinetuneConfig(estimator=estimator, env_id=cfg.env_id, control_mode=cfg.control_mode, gamma=GAMMA,
+                              gae_lambda=0.0, td_n=1, gae_reset_critic=False, critic_bootstrap_terminal=boot)
+        ctx = TrialContext(cfg=fcfg, device=torch.device("cpu"), make_env=chain_env_factory(cfg), obs_dim=cfg.length + 1, act_dim=1)
+        targets[boot] = make_estimator(estimator, ctx).estimate(ro, agent).returns
+    T, N = ro.rewards.shape
+    v_final = agent.get_value(ro.flat(ro.next_obs)).reshape(T, N).detach()
+    diff = targets[True] - targets[False]
+    assert torch.allclose(diff[ro.terminated], GAMMA * v_final[ro.terminated], atol=1e-6)
+    assert torch.allclose(diff[~ro.terminated], torch.zeros(()), atol=1e-6)

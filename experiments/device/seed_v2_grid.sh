@@ -1,14 +1,47 @@
 #!/usr/bin/env bash
-# One time-limited piece of the seed-v2 grid on the lent 16-core machine, resumed across calls.
-# Usage: seed_v2_grid.sh SECONDS.  Bring a previous piece's run directory along (carry run.tgz.part* under
-# .device/run/); it comes back in $OUT as run.tgz.part* (15 MiB parts), with the analysis.
+# The seed-v2 grid on the lent 16-core machine, in pieces that survive the 10-minute call limit: the grid runs in
+# its own process session (setsid), so it keeps running between calls while the machine stays warm (a call at
+# least every 30 s of idle), and one Tune run covers the whole device session.
+#   call 1:  bash experiments/device/seed_v2_grid.sh start 540   # unpack .device/run/run.tgz.part* if carried, launch, watch 540 s
+#   call k:  bash experiments/device/seed_v2_grid.sh watch 560   # watch the live status for up to 560 s
+#   last:    bash experiments/device/seed_v2_grid.sh stop        # SIGINT (Tune saves its state), prune, pack into $OUT
+# What comes back ($OUT/run.tgz.part*, 15 MiB parts; grid.log) goes under .device/run/ and is carried into the next
+# session's `start`. Pruning keeps what a resume needs: the newest checkpoint of every unfinished trial, none of
+# finished ones except the final policy.pt of the cells whose policies the study commits.
 set -uo pipefail
-T0=$SECONDS; BUDGET=${1:-480}
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PYTHONWARNINGS="ignore::UserWarning"
-mkdir -p runs/grid
-ls .device/run/run.tgz.part* >/dev/null 2>&1 && cat .device/run/run.tgz.part* | tar xzf - -C runs/grid
-timeout -s INT -k 30 $((BUDGET - 40)) python3 -m orchestrator grid experiments/seed-v2.yaml --resume --no-analysis 2>&1 | tail -4
-python3 -m orchestrator analyze runs/grid/seed-v2 2>&1 | tail -30
-cp runs/grid/seed-v2/analysis/report.md runs/grid/seed-v2/analysis/summary.csv "$OUT/" 2>/dev/null
-tar czf "$OUT/run.tgz" -C runs/grid seed-v2 && (cd "$OUT" && split -b 15M run.tgz run.tgz.part && rm run.tgz)
-echo "total: $((SECONDS - T0)) s"; ls -l "$OUT"
+RUN=runs/grid/seed-v2; PIDF=runs/grid.pid; LOG=runs/grid.log
+status() { grep -v -e Warning -e warn "$LOG" 2>/dev/null | grep "^\[grid" | tail -${1:-3}; }
+running() { [ -f "$PIDF" ] && kill -0 "$(cat "$PIDF")" 2>/dev/null; }
+case "${1:?start|watch|stop}" in
+  start)
+    mkdir -p runs/grid
+    if ls .device/run/run.tgz.part* >/dev/null 2>&1 && [ ! -d "$RUN" ]; then cat .device/run/run.tgz.part* | tar xzf - -C runs/grid; fi
+    running || { setsid nohup python3 -m orchestrator grid experiments/seed-v2.yaml --resume --no-analysis >>"$LOG" 2>&1 </dev/null & echo $! >"$PIDF"; }
+    sleep "${2:-540}"; status 8 ;;
+  watch)
+    end=$((SECONDS + ${2:-560})); while [ $SECONDS -lt $end ] && running; do sleep 10; done; status 8 ;;
+  stop)
+    if running; then kill -INT "$(cat "$PIDF")"; for _ in $(seq 90); do running || break; sleep 1; done; fi
+    running && { echo "grid still running after 90 s: killing"; kill -KILL -- -"$(cat "$PIDF")" 2>/dev/null; }
+    status 4
+    python3 - "$RUN" <<'PY'
+import json, shutil, sys
+from pathlib import Path
+keep_policy = {"mc16-expert+awr", "mc1-expert+awr", "gae+ppo"}
+for trial in Path(sys.argv[1]).iterdir():
+    shutil.rmtree(trial / "trial" / "checkpoint", ignore_errors=True)  # run_trial's copy of the newest Tune checkpoint
+    cks = sorted(trial.glob("checkpoint_*"))
+    if not cks:
+        continue
+    rows = [json.loads(l) for l in (trial / "result.json").read_text().splitlines() if l.strip()] if (trial / "result.json").exists() else []
+    finished = bool(rows) and rows[-1]["iteration"] >= json.loads((trial / "params.json").read_text())["num_iterations"]
+    for ck in (cks if finished else cks[:-1]):
+        if finished and ck == cks[-1] and trial.name.split("_s")[0] in keep_policy:
+            (ck / "trial_state.pt").unlink(missing_ok=True)  # the policy stays for policies/, the resume state goes
+            continue
+        shutil.rmtree(ck)
+PY
+    cp "$LOG" "$OUT/grid.log"; du -sh "$RUN"
+    tar czf "$OUT/run.tgz" -C runs/grid seed-v2 && (cd "$OUT" && split -b 15M run.tgz run.tgz.part && rm run.tgz); ls -l "$OUT" ;;
+esac
