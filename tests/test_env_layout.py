@@ -1,8 +1,8 @@
 """Packing several CPU-PhysX envs into one worker process: results do not depend on the process layout.
 
-The reference layout is one env per process (what the cpu backend did before envs were packed); the same seeds
-and actions must give bit-identical observations, rewards, flags and states with all envs in one process and
-with uneven blocks, through truncation, partial auto-reset, subset steps and a state restored across workers.
+The reference layout is one env per process, each its own interpreter (what the cpu backend did before envs were
+packed and workers forked from one pre-imported process); the same seeds and actions must give bit-identical
+observations, rewards, flags and states with forked workers, all envs in one process and with uneven blocks, through truncation, partial auto-reset, subset steps and a state restored across workers.
 """
 from __future__ import annotations
 
@@ -23,10 +23,11 @@ N = 3
 NO_CONTACT_ATOL = 1e-4  # restore precision without contact, as in test_envs.py
 
 
-def scripted_episode(num_workers: int) -> dict:
+def scripted_episode(num_workers: int, fork: bool = True) -> dict:
     """55 random steps (truncation and auto-reset at 50), then subset steps in shuffled order, then env 0's
     state restored into env 2 (another worker unless all share one) and both stepped with the same action."""
-    cfg = EnvConfig("PickCube-v1", num_envs=N, reward_mode="dense", backend="cpu", num_workers=num_workers)
+    cfg = EnvConfig("PickCube-v1", num_envs=N, reward_mode="dense", backend="cpu", num_workers=num_workers,
+                    fork_workers=fork)
     g = torch.Generator().manual_seed(5)
     out: dict = {"obs": [], "rew": [], "flags": [], "final": []}
     with make_vector_env(cfg) as env:
@@ -53,10 +54,10 @@ def scripted_episode(num_workers: int) -> dict:
 
 @pytest.fixture(scope="module")
 def one_env_per_process():
-    return scripted_episode(num_workers=N)
+    return scripted_episode(num_workers=N, fork=False)
 
 
-@pytest.mark.parametrize("num_workers", [1, 2])  # all in one process; blocks [0] and [1, 2]
+@pytest.mark.parametrize("num_workers", [N, 1, 2])  # forked, one env each; all in one process; blocks [0] and [1, 2]
 def test_trajectories_do_not_depend_on_the_process_layout(one_env_per_process, num_workers):
     ref, got = one_env_per_process, scripted_episode(num_workers)
     assert ref["flags"][49][1].all() and not ref["flags"][48][1].any(), "premise: every env truncates at step 50"
