@@ -169,6 +169,8 @@ def analyze(run_dirs: Union[PathLike, Sequence[PathLike]], out_dir: Optional[Pat
     summary.runs.to_csv(out / "runs.csv", index=False)
     summary.improvement.to_csv(out / "improvement.csv", index=False)
     summary.quality.to_csv(out / "quality.csv", index=False)
+    if summary.quality_by_iteration is not None:
+        summary.quality_by_iteration.to_csv(out / "quality_by_iteration.csv", index=False)
     resolved = [e.resolved for e in experiments if e.resolved]
     if len(experiments) == 1:  # the export keeps the run's records, so it can be analysed again on its own
         if resolved:

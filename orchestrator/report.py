@@ -286,6 +286,13 @@ def quality_blocks(summary: Summary, published_rho: dict, figures: dict) -> list
              "same batch (`algorithms/quality.py`). *rho*: Spearman rank correlation, averaged per run then IQM over runs; "
              "*bias*: mean(estimate - oracle); *error variance*: RMSE^2 - bias^2. Full metrics: [quality.csv](quality.csv)."),
         Table(header, rows)]
+    by_it = summary.quality_by_iteration
+    if by_it is not None and by_it["iteration"].nunique() > 1:
+        blocks += [Text("rho per measured iteration (mean over runs [min, max]): a critic (GAE, TD) is fresh at iteration 1 "
+                        "and has trained on every earlier batch by the later ones."),
+                   Table(["estimator", "iteration", "runs", "rho mean [min, max]"],
+                         [[r["estimator"], r["iteration"], r["runs"], f"{r['rho_mean']:.3f} [{r['rho_min']:.3f}, {r['rho_max']:.3f}]"]
+                          for _, r in by_it.iterrows()])]
     if "estimator_quality.png" in figures:
         blocks.append(Image("estimator_quality.png", "estimator quality"))
     return blocks

@@ -53,6 +53,8 @@ class Summary:
     quality: pd.DataFrame  # one row per estimator: mean of each quality/* metric, rho with CI
     target: float  # success threshold for "env steps to reach target"
     reps: int
+    # one row per estimator x measured iteration: mean rho over runs (a fresh critic at iteration 1 is not a trained one)
+    quality_by_iteration: Optional[pd.DataFrame] = None
 
 
 def cell_columns(frame: pd.DataFrame) -> list[str]:
@@ -262,6 +264,21 @@ def quality_table(frame: pd.DataFrame, reps: int = 2_000, rng: stats.RngLike = 0
     return pd.DataFrame(out)
 
 
+def quality_by_iteration(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per estimator and measured iteration: runs, mean Spearman rho over runs, and its min and max."""
+    columns = ["estimator", "iteration", "runs", "rho_mean", "rho_min", "rho_max"]
+    est = CELL_PRIMARY[0]
+    if "quality/spearman" not in frame or est not in frame or "iteration" not in frame:
+        return pd.DataFrame(columns=columns)
+    measured = frame[frame["quality/spearman"].notna()]
+    rows = []
+    for (name, it), g in measured.groupby([est, "iteration"], sort=True):
+        per_run = g.groupby("trial_id")["quality/spearman"].mean()
+        rows.append({"estimator": name, "iteration": int(it), "runs": len(per_run), "rho_mean": float(per_run.mean()),
+                     "rho_min": float(per_run.min()), "rho_max": float(per_run.max())})
+    return pd.DataFrame(rows, columns=columns)
+
+
 def summarize(frame: pd.DataFrame, target: float = 0.9, reps: int = stats.DEFAULT_REPS, seed: int = 0,
               include_failed: bool = False, trials: Optional[pd.DataFrame] = None,
               swept: Optional[Sequence[str]] = None) -> Summary:
@@ -291,6 +308,7 @@ def summarize(frame: pd.DataFrame, target: float = 0.9, reps: int = stats.DEFAUL
     table = pd.DataFrame([_cell_row(c, members[members["cell"] == c], cells, used[used["cell"] == c], reps, rng) for c in order])
     curves = _curves(used, frame, min(reps, 2_000), rng)  # many points per cell; the band is for the eye
     improvement = _improvement(used, comparison_groups(table) if len(table) else [], reps, rng)
-    return Summary(cells, runs, table, improvement, curves, quality_table(frame, min(reps, 2_000), seed), target, reps)
+    return Summary(cells, runs, table, improvement, curves, quality_table(frame, min(reps, 2_000), seed), target, reps,
+                   quality_by_iteration(frame))
 
 

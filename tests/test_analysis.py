@@ -146,6 +146,9 @@ def test_summary_hand_checked(run_dir):
     q = s.quality.set_index("estimator")
     assert q.loc["mc", "quality/spearman"] == pytest.approx(0.99) and q.loc["mc", "measurements"] == 12
     assert q.loc["gae", "measurements"] == 11  # the crashed run measured once before failing
+    by_it = s.quality_by_iteration.set_index(["estimator", "iteration"])
+    assert by_it.loc[("mc", 2), "runs"] == 6 and by_it.loc[("gae", 4), "runs"] == 5  # the crashed run stopped at 3
+    assert by_it.loc[("mc", 4), "rho_mean"] == pytest.approx(0.99)
 
     c = s.curves[s.curves["cell"] == "mc+awr"]
     assert c["env_steps"].tolist() == [0, 800, 1600]
@@ -186,6 +189,7 @@ def test_analyze_writes_tables_figures_and_report(run_dir, tmp_path):
     assert "| gae+awr | 3 (2/1/0) | 2 | Student-t |" in md
     assert "P(row > column)" in md and "1.00 [1.00, 1.00]" in md
     assert "| mc | 12 | 6 | 0.990 [0.990, 0.990] |" in md  # quality table: rho per run, then over runs
+    assert "| gae | 2 | 6 | 0.900 [0.900, 0.900] |" in md  # and per measured iteration
     failures = md.split("## Failures")[1]
     assert "RuntimeError: simulated divergence: NaN in policy loss" in failures and "gae+awr" in failures
     for name in names:
