@@ -127,3 +127,19 @@ def test_selfclone_refuses_bad_input_in_one_line(run_cli, tmp_path):
         lines = [line for line in r.stderr.splitlines() if line.strip()]
         assert r.returncode == 2 and len(lines) == 1 and words in lines[0], (args, r.stderr)
     assert (old / "config.json").read_text() == "{}" and sorted(p.name for p in old.iterdir()) == ["checkpoint", "config.json"]
+    r = run_cli("finetune", "--spec", "experiments/seed-v2.yaml", "--cell", "nosuch", timeout=60)
+    assert r.returncode == 2 and "has no cell 'nosuch'" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_finetune_spec_cell_takes_the_cells_protocol_with_flags_on_top():
+    """`finetune --spec S --cell C` runs the grid cell's own config (named-cell fields, per-method and shared
+    settings); flags given on the command line override it, nothing else does."""
+    import argparse
+
+    from orchestrator.cli import _spec_cell_config
+
+    ns = argparse.Namespace(spec="experiments/seed-v2.yaml", seed=2, num_iterations=1)
+    cfg = _spec_cell_config(ns, FinetuneConfig(seed=2, num_iterations=1), "td20+awr")
+    assert (cfg.estimator, cfg.update, cfg.td_n, cfg.cell) == ("td", "awr", 20, "td20+awr")
+    assert (cfg.update_epochs, cfg.awr_beta, cfg.num_minibatches, cfg.gamma) == (200, 0.5, 5, 0.8)  # per_method, shared
+    assert (cfg.seed, cfg.num_iterations, cfg.num_envs) == (2, 1, 100)  # flags on top of the budget
