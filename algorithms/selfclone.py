@@ -40,7 +40,7 @@ class SelfCloneResult:
         path = " -> ".join(f"{s * 100:.1f}%" for _, s in self.curve)
         verdict = "holds" if self.holds else ("collapses" if self.end < self.start else "drifts up")
         return (f"self-cloning under {self.label}: {path} ({(self.end - self.start) * 100:+.1f} points over {self.curve[-1][0]} "
-                f"iterations: {verdict}; the start policy holds within {HOLD_POINTS:g} points)")
+                f"iterations: {verdict}, where 'holds' means ending within {HOLD_POINTS:g} points of the start)")
 
 
 def self_clone_config(cfg: FinetuneConfig) -> FinetuneConfig:
