@@ -333,14 +333,14 @@ def test_seed_v2_preset_is_the_reference_protocol():
         seeds.setdefault(t.cell, []).append(t.seed)
     assert {k: len(v) for k, v in seeds.items()} == {
         "gae+ppo": 3, "gae+awr": 3, "iql+awr": 3, "td20+awr": 3, "gae+recap": 3, "mc1-expert+awr": 3,
-        "mc16-expert+awr": 1, "mc4-current+awr": 1, "offline-mc4-expert+awr": 1}
+        "mc16-expert+awr": 1, "mc4-current+awr": 1, "offline-mc4-expert+awr": 1, "selfclone+awr": 3}
     for t in trials:
         assert (t.gamma, t.learning_rate, t.num_eval_episodes, t.eval_stochastic) == (0.8, 3e-4, 128, False)
         if t.offline:
             assert (t.batch_size, t.num_iterations, t.update_epochs, t.num_minibatches, t.awr_beta) == (25_600, 100, 4, 32, 1.0)
             continue
         assert (t.batch_size, t.num_iterations, t.effective_minibatch_size, t.eval_every) == (5000, 10, 1000, 1)
-        assert t.rollout_reset == "once" and t.critic_training == "joint" and t.gae_reset_critic
+        assert t.rollout_reset == "once" and t.critic_training == "joint" and t.gae_reset_critic and t.critic_bootstrap_terminal
         if t.update == "ppo":
             assert (t.update_epochs, t.target_kl) == (100, 100.0)
         else:
@@ -351,3 +351,4 @@ def test_seed_v2_preset_is_the_reference_protocol():
     assert (by["mc16-expert+awr"].mc_samples, by["mc16-expert+awr"].mc_policy) == (16, "expert")
     assert (by["mc1-expert+awr"].mc_samples, by["mc4-current+awr"].mc_policy) == (1, "current")
     assert by["td20+awr"].td_n == 20 and by["gae+recap"].recap_nll_clip is None
+    assert (by["selfclone+awr"].estimator, by["selfclone+awr"].quality_every, by["gae+ppo"].quality_every) == ("uniform", 0, 9)
