@@ -5,7 +5,7 @@ A worker started on its own (``python -m envs.worker``) spends 250-440 MiB of pr
 most of a trial's memory.  Forked from one pre-imported server, the workers share those pages copy-on-write and
 each keeps only what it writes (its scenes, the objects whose reference counts change).
 
-The server is a plain subprocess (``python -m envs.forkserver``), not multiprocessing's forkserver: that one
+The server is a plain subprocess (``python -m envs.fork_parent``), not multiprocessing's forkserver: that one
 re-imports the caller's ``__main__``, which breaks scripts and notebooks without a main guard.  It imports the
 heavy modules, but creates no scene and no thread, so forking it is safe; it then forks one worker per block,
 writes their pids to a pipe, and reaps them as they exit.
@@ -69,7 +69,7 @@ def start_forked_workers(worker_args: list[list], mem_fd: int, env: dict) -> tup
     jobs = [[c.fileno(), a] for c, a in zip(children, worker_args)]
     try:
         server = subprocess.Popen(
-            [sys.executable, "-m", "envs.forkserver", str(pid_w), str(mem_fd), json.dumps(jobs)],
+            [sys.executable, "-m", "envs.fork_parent", str(pid_w), str(mem_fd), json.dumps(jobs)],
             pass_fds=(pid_w, mem_fd, *(c.fileno() for c in children)), env=env, stdin=subprocess.DEVNULL,
         )
     finally:
@@ -84,51 +84,3 @@ def start_forked_workers(worker_args: list[list], mem_fd: int, env: dict) -> tup
             c.close()
         raise ForkServerError(f"the env fork server exited (code {server.returncode}) before forking its workers")
     return server, parents, [ForkedWorker(pid) for pid in json.loads(answer)]
-
-
-def serve(pid_fd: int, mem_fd: int, jobs: list) -> int:
-    """The server: import, fork one worker per (socket fd, arguments) job, report their pids, reap them."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import gymnasium  # noqa: F401  (the shared imports: everything a worker needs before it builds a scene)
-    import mani_skill.envs  # noqa: F401
-    import sapien  # noqa: F401
-    import torch  # noqa: F401
-
-    from envs.worker import worker_main
-
-    pids = []
-    for fd, args in jobs:
-        pid = os.fork()
-        if pid == 0:
-            os.close(pid_fd)
-            for other, _ in jobs:
-                if other != fd:
-                    os.close(other)
-            code = 0
-            try:
-                worker_main(Connection(fd), mem_fd, *args)
-            except BaseException:
-                code = 1
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)  # no interpreter teardown: see envs.worker
-        pids.append(pid)
-    for fd, _ in jobs:
-        os.close(fd)
-    os.write(pid_fd, json.dumps(pids).encode())
-    os.close(pid_fd)
-    failed = 0
-    while True:
-        try:
-            _, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            return 1 if failed else 0
-        failed += status != 0
-
-
-if __name__ == "__main__":
-    code = serve(int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
