@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from multiprocessing.connection import Connection
 
 
@@ -33,6 +34,7 @@ def serve(pid_fd: int, mem_fd: int, jobs: list) -> int:
             try:
                 worker_main(Connection(fd), mem_fd, *args)
             except BaseException:
+                traceback.print_exc()  # what an exec'd worker's interpreter would have printed
                 code = 1
             finally:
                 sys.stdout.flush()

@@ -245,9 +245,13 @@ class CpuVectorEnv(VectorEnv):
         self._command("set_state", ids, bool(warmup))
         return torch.from_numpy(b.obs[ids])
 
+    def _processes(self) -> list:
+        """The worker processes, then the process they were forked from if any."""
+        return self._procs + ([self._server] if self._server is not None else [])
+
     def worker_pids(self) -> list[int]:
-        """Process ids of the worker processes, then of the process they were forked from if any (memory accounting)."""
-        return [p.pid for p in self._procs] + ([self._server.pid] if self._server is not None else [])
+        """Process ids of :meth:`_processes` (memory accounting)."""
+        return [p.pid for p in self._processes()]
 
     def close(self):
         if getattr(self, "_closed", True):
@@ -258,7 +262,7 @@ class CpuVectorEnv(VectorEnv):
                 c.send(("close", None))
             except OSError:
                 pass
-        for p in self._procs + ([self._server] if self._server is not None else []):
+        for p in self._processes():
             try:
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:

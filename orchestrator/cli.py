@@ -113,8 +113,8 @@ def _check_trial_call(cfg, out: str, resume: bool, overwrite: bool):
 
 
 def _spec_cell_config(ns, cfg, cell: str | None):
-    """The trial config of grid cell ``cell`` (None: the first) of ``ns.spec`` at ``cfg.seed``, with the
-    FinetuneConfig flags given on the command line laid over it."""
+    """The trial config of grid cell ``cell`` (None: the first) of ``ns.spec`` (its first seed), with the
+    FinetuneConfig flags given on the command line, ``--seed`` among them, laid over it."""
     import dataclasses
 
     from algorithms.config import FinetuneConfig
