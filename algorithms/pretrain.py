@@ -59,6 +59,8 @@ class PretrainConfig:
     seed: int = field(default=1, metadata={"help": "random seed of networks, sampling and env resets"})
     device: str = field(default="cpu", metadata={"help": "torch device of the networks (cpu, cuda, cuda:1, ...)"})
     init_from: Optional[str] = field(default=None, metadata={"help": "start from this policy checkpoint's weights instead of from scratch"})
+    init_logstd: Optional[float] = field(default=None, metadata={"help": "set the actor's log-std to this at the start (after --init-from); None keeps it"})
+    fix_logstd: bool = field(default=False, metadata={"help": "keep the actor's log-std fixed (no gradient): the policy learns to act well under exactly that noise"})
     out_dir: str = field(default="runs/pretrain", metadata={"help": "folder for ladder.csv, ckpt_<iter>.pt and state.pt (resumed from when present)"})
 
     def __post_init__(self):
@@ -90,7 +92,7 @@ def ppo_update(agent, optimizer, b_obs, b_actions, b_logprobs, b_adv, b_returns,
             stats["clipfrac"].append(clipfrac.item())
             v_loss = 0.5 * ((newvalue - b_returns[idx]) ** 2).mean()
             loss = pg_loss - cfg.ent_coef * entropy.mean() + cfg.vf_coef * v_loss
-            optimizer_step(optimizer, loss, agent.parameters(), cfg.max_grad_norm)
+            optimizer_step(optimizer, loss, [p for p in agent.parameters() if p.requires_grad], cfg.max_grad_norm)
             stats["policy_loss"].append(pg_loss.item())
             stats["value_loss"].append(v_loss.item())
             stats["approx_kl"].append(approx_kl.item())
@@ -125,7 +127,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = True, progress: bool = True, ma
     venv = make_vector_env(EnvConfig(cfg.env_id, cfg.num_envs, cfg.control_mode, cfg.reward_mode, backend=cfg.backend, terminate_on_success=cfg.terminate_on_success))
     eval_env = venv  # evaluation resets with fixed seeds; training resumes from a fresh reset afterwards
     agent = Agent(venv.obs_dim, venv.act_dim).to(device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.learning_rate, eps=1e-5)
+    # a fixed log-std is left out of the optimiser, so Adam's state (and a resume) never touches it
+    agent.actor_logstd.requires_grad_(not cfg.fix_logstd)
+    optimizer = torch.optim.Adam([p for p in agent.parameters() if p.requires_grad], lr=cfg.learning_rate, eps=1e-5)
     gen = torch.Generator().manual_seed(cfg.seed)
     act_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     iteration, env_steps, wall = 0, 0, 0.0
@@ -135,6 +139,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = True, progress: bool = True, ma
         init, init_ck = load_policy(cfg.init_from, env_id=cfg.env_id, obs_dim=venv.obs_dim, act_dim=venv.act_dim)
         agent.load_state_dict(init.state_dict())
         env_steps = int(init_ck["metrics"].get("env_steps") or 0)
+    if cfg.init_logstd is not None and not (resume and state_path.exists()):
+        with torch.no_grad():
+            agent.actor_logstd.fill_(cfg.init_logstd)
     if resume and state_path.exists():
         st = torch.load(state_path, map_location="cpu", weights_only=False)
         agent.load_state_dict(st["agent"])

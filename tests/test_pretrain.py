@@ -64,6 +64,19 @@ def test_pretrain_resumes_where_it_stopped(tiny_ladder, tmp_path, run_cli):
     assert [s["iterations"] for s in prov["sessions"]] == [[0, 2], [2, 3]]
 
 
+def test_pretrain_from_a_checkpoint_with_a_fixed_logstd(policy_checkpoint, tmp_path, run_cli):
+    """--init-logstd resets the loaded policy's noise and --fix-logstd keeps it through PPO while the mean learns."""
+    out = tmp_path / "fixed"
+    r = run_cli("pretrain", *TINY, "--total-timesteps", 16, "--init-from", policy_checkpoint,
+                "--init-logstd", -1.3, "--fix-logstd", "true", "--out-dir", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    init, _ = load_policy(policy_checkpoint)
+    after, ck = load_policy(out / read_ladder(out)[0]["checkpoint"])
+    assert torch.equal(after.actor_logstd, torch.full_like(after.actor_logstd, -1.3))
+    assert not torch.equal(init.actor_mean[0].weight, after.actor_mean[0].weight)
+    assert ck["config"]["fix_logstd"] is True and ck["config"]["init_logstd"] == -1.3
+
+
 def test_select_on_a_tiny_ladder_says_nothing_qualifies(tiny_ladder, tmp_path, run_cli):
     out = tmp_path / "selected"
     r = run_cli("select", "--ladder-dir", tiny_ladder, "--out-dir", out, "--num-envs", 1, "--confirm-episodes", 1, "--backend", "cpu")
