@@ -6,6 +6,7 @@ counters, RNG) is written at the same time, so an interrupted run resumes where 
 """
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import time
@@ -60,6 +61,7 @@ class PretrainConfig:
     device: str = field(default="cpu", metadata={"help": "torch device of the networks (cpu, cuda, cuda:1, ...)"})
     init_from: Optional[str] = field(default=None, metadata={"help": "start from this policy checkpoint's weights instead of from scratch"})
     init_logstd: Optional[float] = field(default=None, metadata={"help": "set the actor's log-std to this at the start (after --init-from); None keeps it"})
+    eval_logstd: Optional[float] = field(default=None, metadata={"help": "stochastic evaluation with the log-std set to this (None: the policy's own); the ladder then shows the noise a start policy will be used at"})
     fix_logstd: bool = field(default=False, metadata={"help": "keep the actor's log-std fixed (no gradient): the policy learns to act well under exactly that noise"})
     out_dir: str = field(default="runs/pretrain", metadata={"help": "folder for ladder.csv, ckpt_<iter>.pt and state.pt (resumed from when present)"})
 
@@ -75,6 +77,16 @@ class PretrainConfig:
     @property
     def num_iterations(self) -> int:
         return max(1, self.total_timesteps // self.batch_size)
+
+
+def _at_logstd(agent: Agent, logstd: Optional[float]) -> Agent:
+    """``agent`` itself, or a copy whose log-std is ``logstd`` (the trained agent is left as it is)."""
+    if logstd is None:
+        return agent
+    probe = copy.deepcopy(agent)
+    with torch.no_grad():
+        probe.actor_logstd.fill_(logstd)
+    return probe
 
 
 def ppo_update(agent, optimizer, b_obs, b_actions, b_logprobs, b_adv, b_returns, b_values, cfg: PretrainConfig, gen):
@@ -200,7 +212,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True, progress: bool = True, ma
             bar.set_postfix(steps=env_steps, sps=int(sps))
             if iteration % cfg.eval_every == 0 or iteration == cfg.num_iterations:
                 det = evaluate(agent, eval_env, cfg.eval_episodes, cfg.eval_seed, True, device)
-                sto = evaluate(agent, eval_env, cfg.eval_episodes, cfg.eval_seed, False, device)
+                sto = evaluate(_at_logstd(agent, cfg.eval_logstd), eval_env, cfg.eval_episodes, cfg.eval_seed, False, device)
                 wall = time.time() - t_start
                 ck = out / f"ckpt_{iteration:05d}.pt"
                 metrics = {"success_det": det.success_rate, "success_stoch": sto.success_rate, "eval_episodes": det.episodes, "env_steps": env_steps}

@@ -68,13 +68,14 @@ def test_pretrain_from_a_checkpoint_with_a_fixed_logstd(policy_checkpoint, tmp_p
     """--init-logstd resets the loaded policy's noise and --fix-logstd keeps it through PPO while the mean learns."""
     out = tmp_path / "fixed"
     r = run_cli("pretrain", *TINY, "--total-timesteps", 16, "--init-from", policy_checkpoint,
-                "--init-logstd", -1.3, "--fix-logstd", "true", "--out-dir", out)
+                "--init-logstd", -1.3, "--fix-logstd", "true", "--eval-logstd", -1.1, "--out-dir", out)
     assert r.returncode == 0, r.stderr[-3000:]
     init, _ = load_policy(policy_checkpoint)
     after, ck = load_policy(out / read_ladder(out)[0]["checkpoint"])
     assert torch.equal(after.actor_logstd, torch.full_like(after.actor_logstd, -1.3))
     assert not torch.equal(init.actor_mean[0].weight, after.actor_mean[0].weight)
     assert ck["config"]["fix_logstd"] is True and ck["config"]["init_logstd"] == -1.3
+    assert ck["config"]["eval_logstd"] == -1.1  # the stochastic evaluation's noise; the saved policy keeps -1.3
 
 
 def test_select_on_a_tiny_ladder_says_nothing_qualifies(tiny_ladder, tmp_path, run_cli):
