@@ -44,11 +44,12 @@ from envs import EnvConfig, make_vector_env  # noqa: E402
 from envs.config import available_cpus  # noqa: E402
 from memory import group_memory  # noqa: E402
 
-LAYOUTS = ("packed", "1-per-proc")
+LAYOUTS = ("packed", "packed-lockstep", "1-per-proc")
 
 
-def estimator_on(slots, a, det: bool, expert) -> MCEstimator:
-    cfg = FinetuneConfig(estimator="mc", update="awr", mc_samples=a.samples, mc_workers=slots.num_envs, mc_deterministic=det, seed=a.seed)
+def estimator_on(slots, a, det: bool, expert, in_workers: bool = True) -> MCEstimator:
+    cfg = FinetuneConfig(estimator="mc", update="awr", mc_samples=a.samples, mc_workers=slots.num_envs, mc_deterministic=det, seed=a.seed,
+                         mc_in_workers=in_workers)
     ctx = TrialContext(cfg=cfg, device=torch.device("cpu"), make_env=lambda n, autoreset=True: slots, expert=expert,
                        obs_dim=slots.obs_dim, act_dim=slots.act_dim)
     return MCEstimator(ctx)
@@ -62,9 +63,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="K: re-rollout env slots (FinetuneConfig.mc_workers)")
     ap.add_argument("--processes", type=int, default=None, help="P: worker processes the slots are packed into (default: the CPUs of this process)")
     ap.add_argument("--layouts", nargs="*", default=["packed"], choices=LAYOUTS,
-                    help="rate-table layouts (default: packed; give the flag alone for both)")
+                    help="rate-table layouts (default: packed, the re-rollouts inside the workers; packed-lockstep: the driver "
+                         "steps every slot each step, mc_in_workers=false; 1-per-proc: one slot per process; the flag alone: all)")
     ap.add_argument("--schemes", action="store_true", help="also compare with the straightforward scheme (slow: 5-10x our cost)")
-    ap.add_argument("--quick", action="store_true", help="N=2, T=10, M=4, K=8, both layouts: a few minutes on 2 cores")
+    ap.add_argument("--quick", action="store_true", help="N=2, T=10, M=4, K=8, all layouts: a few minutes on 2 cores")
     ap.add_argument("--checkpoints", default="experiments/checkpoints/pickcube")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--markdown", action="store_true", help="append the tables to benchmarks/RESULTS.md")
@@ -99,9 +101,9 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for layout in a.layouts:
-        p = procs if layout == "packed" else a.workers
+        p = a.workers if layout == "1-per-proc" else procs
         with make_vector_env(ecfg.replace(num_envs=a.workers, autoreset=False, num_workers=p)) as slots:
-            est = estimator_on(slots, a, False, expert)
+            est = estimator_on(slots, a, False, expert, in_workers=layout != "packed-lockstep")
             t = time.perf_counter()
             out = est.estimate(ro, start)
             wall = time.perf_counter() - t

@@ -245,6 +245,53 @@ class CpuVectorEnv(VectorEnv):
         self._command("set_state", ids, bool(warmup))
         return torch.from_numpy(b.obs[ids])
 
+    def map_workers(self, fn, payloads: Sequence, progress=None) -> list:
+        """Run ``fn(local_envs, payload)`` inside the worker processes for every payload and return the results in
+        the order of ``payloads``.  Each payload goes to the next free worker and runs against that worker's own
+        envs (:class:`envs.worker.LocalEnvs`, no round trip to this process per step); ``fn`` must be a
+        module-level function (it travels by name).  ``progress(i)`` is called as payload ``i`` completes.
+        The shared batch is not touched: the envs' states afterwards are whatever ``fn`` left."""
+        from multiprocessing.connection import wait
+
+        if self._closed:
+            raise EnvWorkerError("the vector env is closed")
+        results, pending = [None] * len(payloads), iter(range(len(payloads)))
+        running, failure = {}, None  # conn -> (worker, payload index)
+
+        def send(w, i):
+            try:
+                self._conns[w].send(("call", (fn, payloads[i])))
+            except OSError as e:
+                raise EnvWorkerError(f"env worker process {w} (pid {self._procs[w].pid}) died") from e
+            running[self._conns[w]] = (w, i)
+
+        for w in range(self.num_workers):
+            i = next(pending, None)
+            if i is None:
+                break
+            send(w, i)
+        while running:
+            for conn in wait(list(running)):
+                w, i = running.pop(conn)
+                try:
+                    status, payload = conn.recv()
+                except (EOFError, OSError) as e:
+                    failure = failure or EnvWorkerError(f"env worker process {w} (pid {self._procs[w].pid}) died")
+                    failure.__cause__ = failure.__cause__ or e
+                    continue
+                if status != "ok":
+                    failure = failure or EnvWorkerError(f"env worker {w} failed:\n{payload}")
+                    continue
+                results[i] = payload
+                if progress is not None:
+                    progress(i)
+                nxt = None if failure else next(pending, None)
+                if nxt is not None:
+                    send(w, nxt)
+        if failure is not None:  # raised once every running call has answered, so no reply is left in a pipe
+            raise failure
+        return results
+
     def _processes(self) -> list:
         """The worker processes, then the process they were forked from if any."""
         return self._procs + ([self._server] if self._server is not None else [])

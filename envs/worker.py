@@ -116,11 +116,91 @@ class EnvSlot:
         return obs[0].numpy()
 
 
+class LocalEnvs:
+    """The envs of one worker process, in-process, with the :class:`envs.vector.VectorEnv` interface (step,
+    get_state, set_state; local env ids 0..count-1).  The worker's pipe commands use it env by env; a function
+    sent with :meth:`envs.vector.CpuVectorEnv.map_workers` runs against the whole of it, with no round trip
+    to the driver per step."""
+
+    backend = "cpu"
+
+    def __init__(self, slots: list, layout: StateLayout, max_episode_steps: int, autoreset: bool, terminate_on_success: bool):
+        import torch
+
+        env = slots[0].env
+        self.slots, self.layout = slots, layout
+        self.max_episode_steps, self.autoreset, self.terminate_on_success = max_episode_steps, autoreset, terminate_on_success
+        self.num_envs = len(slots)
+        self.obs_dim, self.act_dim, self.state_dim = env.observation_space.shape[-1], env.action_space.shape[-1], layout.dim
+        self.device = torch.device("cpu")
+
+    def step_one(self, j: int, action) -> tuple:
+        """Step env ``j`` with ``action`` [1, act_dim] tensor: (obs after any auto-reset, reward, terminated,
+        truncated, success, final obs), obs as numpy [obs_dim]."""
+        slot = self.slots[j]
+        obs, rew, term, _, info = slot.env.step(action)
+        term_j = bool(term[0]) and self.terminate_on_success
+        trunc_j = int(slot.env._elapsed_steps[0]) >= self.max_episode_steps
+        final = obs[0].numpy()
+        nxt = slot.reset(slot.rng.integers(2**31)) if self.autoreset and (term_j or trunc_j) else final
+        return nxt, float(rew[0]), term_j, trunc_j, bool(info["success"][0]) if "success" in info else False, final
+
+    def get_one(self, j: int) -> tuple:
+        env = self.slots[j].env
+        return self.layout.flatten(env.get_state_dict())[0].numpy(), int(env._elapsed_steps[0])
+
+    def set_one(self, j: int, sim, elapsed: int, warmup: bool):
+        """Restore env ``j`` to ``sim`` [state_dim] numpy, ``elapsed``; returns its obs [obs_dim] numpy."""
+        import torch
+
+        env = self.slots[j].env
+        restore_state(env, self.layout, torch.from_numpy(np.array(sim, dtype=np.float32)[None]), [int(elapsed)], None, warmup)
+        return env.get_obs()[0].numpy()
+
+    def _local_ids(self, env_ids) -> list:
+        return list(range(self.num_envs)) if env_ids is None else [int(j) for j in env_ids]
+
+    def step(self, actions, env_ids=None):
+        import torch
+
+        from envs.vector import Step
+
+        ids = self._local_ids(env_ids)
+        acts = actions.detach().to("cpu", torch.float32)
+        rows = [self.step_one(j, acts[k : k + 1]) for k, j in enumerate(ids)]
+        obs, rew, term, trunc, succ, final = zip(*rows)
+        return Step(torch.from_numpy(np.stack(obs)), torch.tensor(rew, dtype=torch.float32), torch.tensor(term),
+                    torch.tensor(trunc), torch.tensor(succ), torch.from_numpy(np.stack(final)))
+
+    def get_state(self):
+        import torch
+
+        from envs.vector import EnvState
+
+        sim, elapsed = zip(*(self.get_one(j) for j in range(self.num_envs)))
+        return EnvState(torch.from_numpy(np.stack(sim)), torch.tensor(elapsed, dtype=torch.int64))
+
+    def set_state(self, state, env_ids=None, warmup=True):
+        import torch
+
+        ids = self._local_ids(env_ids)
+        sim, elapsed = state.sim.detach().to("cpu", torch.float32).numpy(), state.elapsed.tolist()
+        return torch.from_numpy(np.stack([self.set_one(j, sim[k], elapsed[k], warmup) for k, j in enumerate(ids)]))
+
+    def step_cost(self, num_stepped: int) -> int:
+        return num_stepped
+
+    def close(self) -> None:
+        for slot in self.slots:
+            slot.env.close()
+
+
 def worker_main(conn, mem_fd: int, first: int, count: int, env_id: str, control_mode: str, reward_mode: str,
                 max_episode_steps: int, autoreset: bool, terminate_on_success: bool = True):
     """Serve envs ``first .. first+count-1`` of the batch: build them, report (obs_dim, act_dim, state_dim),
     map the shared batch once told to, then run commands until "close".  Commands carry global env ids; data
-    travels through the shared batch rows of those ids, the reply ("ok" | "error", payload) says when."""
+    travels through the shared batch rows of those ids, the reply ("ok" | "error", payload) says when.
+    A "call" command (fn, payload) runs ``fn(local_envs, payload)`` and replies with its result."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -128,13 +208,13 @@ def worker_main(conn, mem_fd: int, first: int, count: int, env_id: str, control_
 
     torch.set_num_threads(1)
     try:
-        slots = {}
-        for i in range(first, first + count):
+        slots = []
+        for _ in range(count):
             env = make_single_env(env_id, control_mode, reward_mode)
             env.reset(seed=0)
-            slots[i] = EnvSlot(env)
-        layout = StateLayout(env.get_state_dict())
-        dims = (env.observation_space.shape[-1], env.action_space.shape[-1], layout.dim)
+            slots.append(EnvSlot(env))
+        local = LocalEnvs(slots, StateLayout(env.get_state_dict()), max_episode_steps, autoreset, terminate_on_success)
+        dims = (local.obs_dim, local.act_dim, local.state_dim)
         conn.send(("ok", dims))
         cmd, num_envs = conn.recv()
         if cmd != "attach":
@@ -146,29 +226,16 @@ def worker_main(conn, mem_fd: int, first: int, count: int, env_id: str, control_
 
     def step(ids):
         for i in ids:
-            env = slots[i].env
-            obs, rew, term, _, info = env.step(torch.from_numpy(buf.act[i : i + 1]))
-            buf.term[i] = term_i = bool(term[0]) and terminate_on_success
-            buf.trunc[i] = trunc_i = int(env._elapsed_steps[0]) >= max_episode_steps
-            buf.succ[i] = bool(info["success"][0]) if "success" in info else False
-            buf.rew[i] = float(rew[0])
-            buf.final[i] = obs[0].numpy()
-            if autoreset and (term_i or trunc_i):
-                buf.obs[i] = slots[i].reset(slots[i].rng.integers(2**31))
-            else:
-                buf.obs[i] = buf.final[i]
+            buf.obs[i], buf.rew[i], buf.term[i], buf.trunc[i], buf.succ[i], buf.final[i] = local.step_one(
+                i - first, torch.from_numpy(buf.act[i : i + 1]))
 
     def get_state(ids):
         for i in ids:
-            env = slots[i].env
-            buf.sim[i] = layout.flatten(env.get_state_dict())[0].numpy()
-            buf.elapsed[i] = int(env._elapsed_steps[0])
+            buf.sim[i], buf.elapsed[i] = local.get_one(i - first)
 
     def set_state(ids, warmup):
         for i in ids:
-            env = slots[i].env
-            restore_state(env, layout, torch.from_numpy(buf.sim[i : i + 1].copy()), [int(buf.elapsed[i])], None, warmup)
-            buf.obs[i] = env.get_obs()[0].numpy()
+            buf.obs[i] = local.set_one(i - first, buf.sim[i].copy(), int(buf.elapsed[i]), warmup)
 
     while True:
         try:
@@ -176,24 +243,27 @@ def worker_main(conn, mem_fd: int, first: int, count: int, env_id: str, control_
         except EOFError:
             break
         try:
+            reply = None
             if cmd == "step":
                 step(data)
             elif cmd == "reset":
                 for i, seed in data:
-                    buf.obs[i] = slots[i].reset(seed, rebuild=True)
+                    buf.obs[i] = slots[i - first].reset(seed, rebuild=True)
             elif cmd == "get_state":
                 get_state(data)
             elif cmd == "set_state":
                 set_state(*data)
+            elif cmd == "call":
+                fn, payload = data
+                reply = fn(local, payload)
             elif cmd == "close":
                 break
             else:
                 raise ValueError(f"unknown command {cmd!r}")
-            conn.send(("ok", None))
+            conn.send(("ok", reply))
         except Exception:
             conn.send(("error", traceback.format_exc()))
-    for slot in slots.values():
-        slot.env.close()
+    local.close()
     buf.close()
     try:
         conn.send(("ok", None))

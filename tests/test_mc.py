@@ -32,11 +32,12 @@ def _estimator(slots, expert, dev, **kw):
     return MCEstimator(ctx)
 
 
-@pytest.mark.parametrize("mc_q", ["transition", "rerollout"])
-def test_batched_mc_matches_straightforward_with_deterministic_expert(setup, mc_q):
+@pytest.mark.parametrize("mc_q,in_workers", [("transition", True), ("rerollout", True), ("rerollout", False)])
+def test_batched_mc_matches_straightforward_with_deterministic_expert(setup, mc_q, in_workers):
     dev, start, expert, ro, slots = setup
-    # the straightforward scheme runs to the rollout's time limit: finite-horizon values (mc_time_limit=restore)
-    est = _estimator(slots, expert, dev, mc_samples=1, mc_deterministic=True, mc_q=mc_q, mc_time_limit="restore")
+    # the straightforward scheme runs to the rollout's time limit: finite-horizon values (mc_time_limit=restore);
+    # in_workers: the jobs run inside the env worker processes, else the driver steps the slots in lockstep
+    est = _estimator(slots, expert, dev, mc_samples=1, mc_deterministic=True, mc_q=mc_q, mc_time_limit="restore", mc_in_workers=in_workers)
     ours = est.estimate(ro, start)
     naive, naive_steps = naive_mc_advantages(ro, expert, slots, 1, 0.8, dev, deterministic=True)
     # exact state restore makes "restore s_t, execute a_t" land on the saved s_{t+1}: identical returns
@@ -71,3 +72,17 @@ def test_horizon_cut_and_bias_bound(setup):
     assert e.diagnostics["mc/horizon"] == 3
     assert e.diagnostics["mc/horizon_bias_bound"] == pytest.approx(0.8**3)
     assert e.diagnostics["mc/mean_rerollout_len"] <= 3
+
+
+def test_rerollouts_in_workers_are_reproducible_and_a_failing_chunk_is_one_error(setup):
+    from algorithms.estimators.mc import _rerollout_chunk
+    from envs.vector import EnvWorkerError
+
+    dev, start, expert, ro, slots = setup
+    runs = [_estimator(slots, expert, dev, mc_samples=2, mc_q="rerollout").estimate(ro, start) for _ in range(2)]
+    assert torch.equal(runs[0].advantages, runs[1].advantages)  # the same seed, the same stochastic re-rollouts
+    assert runs[0].sim_steps == runs[1].sim_steps > 0
+    with pytest.raises(EnvWorkerError, match="KeyError"):
+        slots.map_workers(_rerollout_chunk, [{"seed": 0}, {"seed": 1}, {"seed": 2}])
+    slots.reset(seed=0)  # every worker answered: the env still works
+    assert slots.step(torch.zeros(2, 8)).obs.shape == (2, 42)

@@ -15,7 +15,9 @@ Rollout policy: ``expert`` (pi*, the default) or ``current`` (on-policy, no orac
   ``restore`` keeps the rollout's counter (finite-horizon values).  Re-rollouts also stop at termination and
   at the optional horizon cut H.
 * All jobs share K env slots: a slot that finishes takes the next job at once, and all slots step together
-  (one batched policy forward per step), so work is batched across timesteps, envs and samples.
+  (one batched policy forward per step), so work is batched across timesteps, envs and samples.  On the cpu
+  backend with ``mc_in_workers`` (default) this loop runs inside each env worker process on its own slots,
+  over chunks of the jobs, with a copy of the policy's actor: no round trip to the driver per step.
 The straightforward scheme (restore 2M replicas per t, roll the full remaining horizon) is
 :func:`naive_mc_advantages`, kept as the reference for tests and ``benchmarks/mc_rerollout.py``.
 """
@@ -24,8 +26,10 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+import numpy as np
 import torch
 
+from algorithms.agent import Agent
 from algorithms.estimators.base import AdvantageEstimator, Estimate, TrialContext
 from algorithms.rollout import Rollout
 from envs.vector import EnvState, VectorEnv
@@ -48,8 +52,11 @@ class RerolloutEngine:
     (several slots per process); on the gpu backend the K slots are one batched env.
     """
 
-    def __init__(self, venv: VectorEnv, gamma: float, reward_scale: float = 1.0, horizon: Optional[int] = None, warmup: bool = True):
+    def __init__(self, venv: VectorEnv, gamma: float, reward_scale: float = 1.0, horizon: Optional[int] = None, warmup: bool = True,
+                 in_workers: bool = False, chunks_per_worker: int = 8):
         self.venv, self.gamma, self.reward_scale, self.horizon, self.warmup = venv, gamma, reward_scale, horizon, warmup
+        # in_workers: jobs run inside the env worker processes in chunks (see _returns_in_workers)
+        self.in_workers, self.chunks_per_worker = in_workers, chunks_per_worker
 
     @torch.no_grad()
     def returns(
@@ -69,6 +76,8 @@ class RerolloutEngine:
         for the jobs where ``first_mask`` [J] bool is set (all jobs when it is None).
         stats: ``sim_steps`` (env steps incl. restore warm-ups), ``steps`` (policy steps), ``restores``.
         """
+        if self.in_workers and hasattr(self.venv, "map_workers") and isinstance(policy, Agent):
+            return self._returns_in_workers(states, policy, deterministic, generator, first_actions, first_mask, progress)
         venv = self.venv
         K = venv.num_envs
         J = states.sim.shape[0]
@@ -121,6 +130,56 @@ class RerolloutEngine:
         return G, {"sim_steps": sim_steps, "steps": steps, "restores": restores}
 
 
+    def _returns_in_workers(self, states, policy, deterministic, generator, first_actions, first_mask, progress):
+        """:meth:`returns` with the stepping inside the cpu backend's worker processes: the jobs are cut into
+        chunks, each chunk runs this same engine on one worker's own envs with a copy of the policy's actor (no
+        round trip to the driver per step), and a free worker takes the next chunk.  Chunk c samples its actions
+        from a generator seeded by the c-th draw of ``generator``: the result depends on the layout (slots per
+        worker, chunk size), not on which worker runs which chunk."""
+        venv = self.venv
+        J = len(states)
+        W = venv.num_workers
+        size = max(math.ceil(venv.num_envs / W), math.ceil(J / (W * self.chunks_per_worker)))
+        bounds = [(a, min(a + size, J)) for a in range(0, J, size)]
+        if generator is not None:
+            seeds = torch.randint(0, 2**62, (len(bounds),), generator=generator, device=generator.device).tolist()
+        else:
+            seeds = [0] * len(bounds)
+        # numpy, not tensors, through the pipes: torch's pickling of tensors between processes shares file
+        # descriptors through multiprocessing's resource sharer, which these plain worker processes do not run
+        def arr(t):
+            return None if t is None else t.detach().to("cpu").numpy()
+
+        actor = {k: arr(v) for k, v in policy.state_dict().items() if k.startswith("actor_")}
+        payloads = [{
+            "actor": actor, "obs_dim": policy.obs_dim, "act_dim": policy.act_dim, "sim": arr(states.sim[a:b]),
+            "elapsed": arr(states.elapsed[a:b]), "seed": seeds[c], "deterministic": deterministic,
+            "first_actions": None if first_actions is None else arr(first_actions[a:b]),
+            "first_mask": None if first_mask is None else arr(first_mask[a:b]),
+            "gamma": self.gamma, "reward_scale": self.reward_scale, "horizon": self.horizon, "warmup": self.warmup,
+        } for c, (a, b) in enumerate(bounds)]
+        done = None if progress is None else (lambda c: progress(bounds[c][1] - bounds[c][0]))
+        out = venv.map_workers(_rerollout_chunk, payloads, progress=done)
+        G = torch.from_numpy(np.concatenate([g for g, _ in out])) if out else torch.zeros(0)
+        stats = {k: sum(st[k] for _, st in out) for k in ("sim_steps", "steps", "restores")}
+        return G, stats
+
+
+def _rerollout_chunk(envs, job: dict):
+    """Runs in an env worker process (:meth:`envs.vector.CpuVectorEnv.map_workers`): one chunk of re-rollout
+    jobs on that worker's envs.  Returns (G [chunk] numpy, stats)."""
+    def tensor(a):
+        return None if a is None else torch.from_numpy(a)
+
+    policy = Agent(job["obs_dim"], job["act_dim"])
+    policy.load_state_dict({k: tensor(v) for k, v in job["actor"].items()}, strict=False)  # the critic is not needed to act
+    gen = torch.Generator().manual_seed(job["seed"])
+    engine = RerolloutEngine(envs, job["gamma"], job["reward_scale"], job["horizon"], job["warmup"])
+    G, stats = engine.returns(EnvState(tensor(job["sim"]), tensor(job["elapsed"])), policy, torch.device("cpu"), job["deterministic"],
+                              gen, first_actions=tensor(job["first_actions"]), first_mask=tensor(job["first_mask"]))
+    return G.numpy(), stats
+
+
 def bootstrap_states(rollout: Rollout) -> EnvState:
     """States whose V is needed: s_0..s_{T-1} of every env, then s_T (after the last step): sim [(T+1)*N, D]."""
     assert rollout.states is not None and rollout.last_state is not None, "MC needs a rollout with saved states"
@@ -144,7 +203,7 @@ class MCEstimator(AdvantageEstimator):
     def _engine(self) -> RerolloutEngine:
         if self._venv is None:
             self._venv = self.ctx.make_env(self.cfg.mc_workers, autoreset=False)
-        return RerolloutEngine(self._venv, self.cfg.gamma, self.cfg.reward_scale, self.horizon)
+        return RerolloutEngine(self._venv, self.cfg.gamma, self.cfg.reward_scale, self.horizon, in_workers=self.cfg.mc_in_workers)
 
     def _job_states(self, states: EnvState) -> EnvState:
         if self.cfg.mc_time_limit == "reset":
