@@ -44,6 +44,8 @@ class FinetuneConfig:
     env_id: str = h("PickCube-v1", "ManiSkill task id (state observations)")
     control_mode: str = h("pd_joint_delta_pos", "ManiSkill controller the policies act through")
     start_checkpoint: str = h("experiments/checkpoints/pickcube/start.pt", "policy to finetune")
+    start_logstd: Optional[float] = h(None, "set the start policy's log-std to this on every action dim before finetuning "
+                                      "(the reference: -1.5, its ckpt_76_logstd-1.5); null keeps the checkpoint's")
     expert_checkpoint: str = h("experiments/checkpoints/pickcube/expert.pt", "pi* for MC re-rollouts (mc_policy=expert) and the quality probe")
     seed: int = h(1, "seeds the networks' sampling, minibatch order and every env reset of the trial")
     backend: str = h("auto", "simulation backend: auto (gpu if CUDA and SAPIEN's GPU PhysX exist) | gpu | cpu")

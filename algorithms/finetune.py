@@ -199,6 +199,9 @@ def run_trial(
     np.random.seed(cfg.seed)
 
     agent, start_ck = load_policy(cfg.start_checkpoint, device=device, env_id=cfg.env_id, control_mode=cfg.control_mode)
+    if cfg.start_logstd is not None:  # a resumed trial's own weights load later and replace this
+        with torch.no_grad():
+            agent.actor_logstd.fill_(cfg.start_logstd)
     expert = None
     if needs_expert(cfg):
         expert, _ = load_policy(cfg.expert_checkpoint, device=device, env_id=cfg.env_id, obs_dim=agent.obs_dim, act_dim=agent.act_dim)

@@ -104,3 +104,22 @@ def test_iql_file_as_gae_critic_is_refused_before_any_env_starts():
 
     with pytest.raises(CheckpointError, match="not a V-only critic"):
         validate_trial_inputs(tiny_cfg("gae", "ppo", gae_critic_checkpoint=f"{CK}/iql.pt"))
+
+
+def test_start_logstd_sets_the_start_policys_noise(tmp_path):
+    """--start-logstd (the reference's -1.5) replaces the checkpoint's log-std before the first rollout; with a
+    vanishing learning rate the saved policy still carries it, and the start's evaluations match a trial from a
+    checkpoint saved with that log-std (deterministic evaluation does not see it, stochastic does)."""
+    from algorithms.checkpoint import load_policy, save_policy
+
+    agent, ck = load_policy(f"{CK}/start.pt")
+    with torch.no_grad():
+        agent.actor_logstd.fill_(-1.3)
+    saved = tmp_path / "start-1.3.pt"
+    save_policy(saved, agent, env_id=ck["env_id"], control_mode=ck["control_mode"], config=ck.get("config"), metrics={})
+    kw = dict(num_iterations=1, learning_rate=1e-12)
+    a = run_trial(tiny_cfg("uniform", "awr", start_logstd=-1.3, **kw), tmp_path / "a")
+    b = run_trial(tiny_cfg("uniform", "awr", start_checkpoint=str(saved), **kw), tmp_path / "b")
+    assert _comparable(a)[0] == _comparable(b)[0]
+    after, _ = load_policy(tmp_path / "a" / "checkpoint" / "policy.pt")
+    assert torch.allclose(after.actor_logstd, torch.full_like(after.actor_logstd, -1.3), atol=1e-6)
