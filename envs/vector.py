@@ -259,10 +259,13 @@ class CpuVectorEnv(VectorEnv):
         running, failure = {}, None  # conn -> (worker, payload index)
 
         def send(w, i):
+            nonlocal failure
             try:
                 self._conns[w].send(("call", (fn, payloads[i])))
             except OSError as e:
-                raise EnvWorkerError(f"env worker process {w} (pid {self._procs[w].pid}) died") from e
+                failure = failure or EnvWorkerError(f"env worker process {w} (pid {self._procs[w].pid}) died")
+                failure.__cause__ = failure.__cause__ or e
+                return
             running[self._conns[w]] = (w, i)
 
         for w in range(self.num_workers):

@@ -129,7 +129,6 @@ class RerolloutEngine:
                 progress(len(done_slots))
         return G, {"sim_steps": sim_steps, "steps": steps, "restores": restores}
 
-
     def _returns_in_workers(self, states, policy, deterministic, generator, first_actions, first_mask, progress):
         """:meth:`returns` with the stepping inside the cpu backend's worker processes: the jobs are cut into
         chunks, each chunk runs this same engine on one worker's own envs with a copy of the policy's actor (no
