@@ -118,6 +118,8 @@ class FinetuneConfig:
     mc_horizon: Optional[int] = h(None, "cut re-rollouts after this many steps (null: run to the episode's end)")
     mc_tolerance: Optional[float] = h(None, "or cut where gamma^H < this tolerance (reports the bias bound)")
     mc_workers: int = h(8, "re-rollout env slots (cpu backend: packed into at most one worker process per trial CPU)")
+    rollout_in_workers: bool = h(True, "cpu backend: collect each rollout inside the env worker processes (a copy of the actor in each, "
+                                 "no driver round trip per step); false: the driver steps all envs in lockstep. Changes only the random stream")
     mc_in_workers: bool = h(True, "cpu backend: run the re-rollouts inside the env worker processes (a copy of the policy in each, "
                             "no driver round trip per step); false: the driver steps all slots in lockstep. Changes only the random stream")
 

@@ -300,7 +300,8 @@ def run_trial(
                     obs = venv.reset(seeds=rollout_seeds(cfg, it))
                 else:  # how far into their episodes the carried-over envs are
                     m["charts/rollout_start_elapsed"] = float(venv.get_state().elapsed.float().mean())
-                ro = collect_rollout(agent, venv, obs, cfg.num_steps, device, save_states=estimator.needs_states or probe, generator=gens["action"])
+                ro = collect_rollout(agent, venv, obs, cfg.num_steps, device, save_states=estimator.needs_states or probe,
+                                    generator=gens["action"], in_workers=cfg.rollout_in_workers)
                 obs = ro.last_obs
                 t1 = time.time()
                 est = estimator.estimate(ro, agent)

@@ -5,6 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 
 from envs.vector import EnvState, VectorEnv
@@ -74,8 +75,17 @@ def collect_rollout(
     save_states: bool = False,
     deterministic: bool = False,
     generator: Optional[torch.Generator] = None,
+    in_workers: bool = False,
 ) -> Rollout:
-    """Run ``num_steps`` steps from the current env state, whose observation is ``obs`` [N, obs_dim]."""
+    """Run ``num_steps`` steps from the current env state, whose observation is ``obs`` [N, obs_dim].
+
+    ``in_workers`` (cpu backend): each env worker process runs its own envs for the whole rollout with a copy of the
+    actor (:func:`_rollout_block`), with no round trip to this process per step; log-probs and values are then
+    computed here in one batch.  Actions are sampled per env, from a generator seeded by one draw of ``generator``
+    and the env's id, so the rollout does not depend on how the envs are spread over processes (it differs from the
+    other path's random stream)."""
+    if in_workers and hasattr(venv, "map_workers"):
+        return _collect_in_workers(agent, venv, obs, num_steps, device, save_states, deterministic, generator)
     T, N = num_steps, venv.num_envs
     buf = {k: [] for k in ("obs", "actions", "logprobs", "values", "rewards", "terminated", "truncated", "success", "next_obs")}
     sims, elapsed = [], []
@@ -102,3 +112,68 @@ def collect_rollout(
     states = EnvState(torch.stack(sims), torch.stack(elapsed)) if save_states else None
     last_state = venv.get_state().to("cpu") if save_states else None
     return Rollout(**out, states=states, last_obs=obs, last_state=last_state)
+
+
+# per-env action streams: env i of a rollout whose draw is b samples from seed (b + _ENV_STRIDE * i) mod 2**63
+_ENV_STRIDE = 1_000_003
+
+
+def _collect_in_workers(agent, venv, obs, T, device, save_states, deterministic, generator) -> Rollout:
+    base = 0
+    if generator is not None and not deterministic:
+        base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    actor = {k: v.detach().to("cpu").numpy() for k, v in agent.state_dict().items() if k.startswith("actor_")}
+    obs_np = obs.detach().to("cpu", torch.float32).numpy()
+    payloads = [{"actor": actor, "obs_dim": agent.obs_dim, "act_dim": agent.act_dim, "obs": obs_np[b.start:b.stop],
+                 "first": b.start, "steps": T, "save_states": save_states, "deterministic": deterministic, "seed": base}
+                for b in venv.worker_blocks]
+    out = venv.map_workers(_rollout_block, payloads, pinned=True)
+
+    def cat(key, axis=1):
+        return torch.from_numpy(np.concatenate([o[key] for o in out], axis=axis))
+
+    o, a = cat("obs").to(device), cat("actions").to(device)
+    flat_o, flat_a = o.reshape(-1, o.shape[-1]), a.reshape(-1, a.shape[-1])
+    fields = dict(obs=o, actions=a, logprobs=agent.log_prob(flat_o, flat_a).reshape(T, -1),
+                  values=agent.get_value(flat_o).reshape(T, -1), next_obs=cat("next_obs").to(device),
+                  **{k: cat(k).to(device) for k in ("rewards", "terminated", "truncated", "success")})
+    states = last_state = None
+    if save_states:
+        states = EnvState(cat("sim"), cat("elapsed"))
+        last_state = EnvState(cat("last_sim", 0), cat("last_elapsed", 0))
+    return Rollout(**fields, states=states, last_obs=cat("last_obs", 0).to(device), last_state=last_state)
+
+
+@torch.no_grad()
+def _rollout_block(envs, job: dict) -> dict:
+    """Runs in an env worker process (:meth:`envs.vector.CpuVectorEnv.map_workers`, pinned): ``job["steps"]`` steps
+    of that worker's n envs from observations ``job["obs"]`` [n, obs_dim].  Returns numpy arrays: obs, actions,
+    next_obs [T, n, ...], rewards, terminated, truncated, success [T, n], last_obs [n, obs_dim] and, with
+    ``save_states``, sim [T, n, state_dim], elapsed [T, n], last_sim, last_elapsed."""
+    from algorithms.agent import Agent
+
+    policy = Agent(job["obs_dim"], job["act_dim"])
+    policy.load_state_dict({k: torch.from_numpy(v) for k, v in job["actor"].items()}, strict=False)
+    n = envs.num_envs
+    gens = [torch.Generator().manual_seed((job["seed"] + _ENV_STRIDE * (job["first"] + j)) % 2**63) for j in range(n)]
+    obs = torch.from_numpy(job["obs"])
+    keys = ("obs", "actions", "rewards", "terminated", "truncated", "success", "next_obs", "sim", "elapsed")
+    buf = {k: [] for k in keys}
+    for _ in range(job["steps"]):
+        if job["save_states"]:
+            st = envs.get_state()
+            buf["sim"].append(st.sim.numpy())
+            buf["elapsed"].append(st.elapsed.numpy())
+        # one env at a time: a row's action then does not depend on which other envs share its process
+        action = torch.cat([policy.act(obs[j : j + 1], deterministic=job["deterministic"], generator=gens[j]) for j in range(n)])
+        step = envs.step(action)
+        for k, v in (("obs", obs), ("actions", action), ("rewards", step.reward), ("terminated", step.terminated),
+                     ("truncated", step.truncated), ("success", step.success), ("next_obs", step.final_obs)):
+            buf[k].append(v.numpy())
+        obs = step.obs
+    out = {k: np.stack(v) for k, v in buf.items() if v}
+    out["last_obs"] = obs.numpy()
+    if job["save_states"]:
+        st = envs.get_state()
+        out["last_sim"], out["last_elapsed"] = st.sim.numpy(), st.elapsed.numpy()
+    return out

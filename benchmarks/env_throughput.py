@@ -6,6 +6,8 @@ Rows, all on the same task in one run:
              start), started together behind a barrier.  P = 1 gives the single-process raw rate R1.
   packed     ``make_vector_env`` with E envs in P worker processes (the cpu backend's layout), driven from this
              process by one ``Agent`` forward (stochastic action) per step, partial auto-reset, as in rollouts.
+  packed-rollout the packed layout collecting whole rollouts inside its workers (``rollout_in_workers``, a trial's
+             default): no round trip to this process per step.
   packed-exec the packed layout with every worker starting its own interpreter (``fork_workers=False``; packed
              forks them from one pre-imported process, sharing the imports' memory).
   1-per-proc the same vector env with one worker process per env (the layout before envs were packed).
@@ -37,7 +39,7 @@ for p in (ROOT, ROOT / "benchmarks"):
 
 from memory import group_memory  # noqa: E402  (benchmarks/ is on the path above)
 
-LAYOUTS = ("packed", "packed-exec", "1-per-proc", "gym-async")
+LAYOUTS = ("packed", "packed-rollout", "packed-exec", "1-per-proc", "gym-async")
 TARGETS = ("targets: packed >= 0.9 x linear at 16 processes; >= 1.5 x gym-async at the same env count; "
            "<= 60 MiB PSS per env and <= 8 GiB in all at 100 envs")
 
@@ -160,6 +162,29 @@ def vector_row(num_envs, num_workers, args, agent_for, fork=True):
     return num_envs * rate, share, mem, build, venv.num_workers
 
 
+def rollout_row(num_envs, num_workers, args, agent_for):
+    """The packed layout collecting whole rollouts inside its workers (``collect_rollout(in_workers=True)``, what
+    a trial's rollouts do with ``rollout_in_workers``): no per-step round trip; log-probs and values in one batch."""
+    import torch
+
+    from algorithms.rollout import collect_rollout
+    from envs import EnvConfig, make_vector_env
+
+    t = time.monotonic()
+    cfg = EnvConfig(args.env_id, num_envs, args.control_mode, "sparse", args.max_episode_steps, backend="cpu", num_workers=num_workers)
+    with make_vector_env(cfg) as venv:
+        build = time.monotonic() - t
+        agent, gen, dev = agent_for(venv.obs_dim, venv.act_dim), torch.Generator().manual_seed(0), torch.device("cpu")
+        obs = venv.reset(seed=0)
+        if args.warmup:
+            obs = collect_rollout(agent, venv, obs, args.warmup, dev, generator=gen, in_workers=True).last_obs
+        t0 = time.monotonic()
+        collect_rollout(agent, venv, obs, args.steps, dev, generator=gen, in_workers=True)
+        rate = args.steps / (time.monotonic() - t0)
+        mem = group_memory(venv.worker_pids() + [os.getpid()])
+    return num_envs * rate, None, mem, build, venv.num_workers
+
+
 def async_row(num_envs, args, agent_for):
     import torch
     from gymnasium.vector import AsyncVectorEnv
@@ -255,6 +280,9 @@ def main(argv=None):
         if "packed" in args.layouts:
             rate, share, mem, build, procs = median(lambda: vector_row(envs, workers, args, agent_for))
             emit(envs, procs, "packed", rate, share, mem, build, asy[0] if asy else None)
+        if "packed-rollout" in args.layouts:
+            rate, share, mem, build, procs = median(lambda: rollout_row(envs, workers, args, agent_for))
+            emit(envs, procs, "packed-rollout", rate, share, mem, build, asy[0] if asy else None)
         if "packed-exec" in args.layouts:
             rate, share, mem, build, procs = median(lambda: vector_row(envs, workers, args, agent_for, fork=False))
             emit(envs, procs, "packed-exec", rate, share, mem, build, asy[0] if asy else None)

@@ -245,16 +245,24 @@ class CpuVectorEnv(VectorEnv):
         self._command("set_state", ids, bool(warmup))
         return torch.from_numpy(b.obs[ids])
 
-    def map_workers(self, fn, payloads: Sequence, progress=None) -> list:
+    @property
+    def worker_blocks(self) -> list[range]:
+        """The env ids each worker process hosts, in worker order (contiguous, balanced)."""
+        return list(self._blocks)
+
+    def map_workers(self, fn, payloads: Sequence, progress=None, pinned: bool = False) -> list:
         """Run ``fn(local_envs, payload)`` inside the worker processes for every payload and return the results in
-        the order of ``payloads``.  Each payload goes to the next free worker and runs against that worker's own
-        envs (:class:`envs.worker.LocalEnvs`, no round trip to this process per step); ``fn`` must be a
-        module-level function (it travels by name).  ``progress(i)`` is called as payload ``i`` completes.
-        The shared batch is not touched: the envs' states afterwards are whatever ``fn`` left."""
+        the order of ``payloads``.  Each payload goes to the next free worker (``pinned``: payload w to worker w,
+        one per worker, for work on particular envs) and runs against that worker's own envs
+        (:class:`envs.worker.LocalEnvs`, no round trip to this process per step); ``fn`` must be a module-level
+        function (it travels by name).  ``progress(i)`` is called as payload ``i`` completes.  The shared batch
+        is not touched: the envs' states afterwards are whatever ``fn`` left."""
         from multiprocessing.connection import wait
 
         if self._closed:
             raise EnvWorkerError("the vector env is closed")
+        if pinned and len(payloads) != self.num_workers:
+            raise ValueError(f"pinned map_workers needs one payload per worker ({self.num_workers}), got {len(payloads)}")
         results, pending = [None] * len(payloads), iter(range(len(payloads)))
         running, failure = {}, None  # conn -> (worker, payload index)
 
@@ -288,7 +296,7 @@ class CpuVectorEnv(VectorEnv):
                 results[i] = payload
                 if progress is not None:
                     progress(i)
-                nxt = None if failure else next(pending, None)
+                nxt = None if failure or pinned else next(pending, None)
                 if nxt is not None:
                     send(w, nxt)
         if failure is not None:  # raised once every running call has answered, so no reply is left in a pipe

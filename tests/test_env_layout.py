@@ -93,3 +93,33 @@ def test_dead_worker_raises_and_close_leaves_no_process():
             os.kill(pid, 0)
     with pytest.raises(EnvWorkerError, match="closed"):
         env.step(torch.zeros(2, PICKCUBE_ACT_DIM))
+
+
+def _rollouts_in_workers(num_workers: int):
+    from algorithms.checkpoint import load_policy
+    from algorithms.rollout import collect_rollout
+
+    start, _ = load_policy("experiments/checkpoints/pickcube/start.pt")
+    cfg = EnvConfig("PickCube-v1", num_envs=N, reward_mode="sparse", backend="cpu", num_workers=num_workers)
+    with make_vector_env(cfg) as env:
+        obs = env.reset(seed=4)
+        first = collect_rollout(start, env, obs, 55, torch.device("cpu"), save_states=True, generator=torch.Generator().manual_seed(1), in_workers=True)
+        second = collect_rollout(start, env, first.last_obs, 5, torch.device("cpu"), generator=torch.Generator().manual_seed(2), in_workers=True)
+    return start, first, second
+
+
+def test_rollouts_inside_the_workers_do_not_depend_on_the_process_layout():
+    """``rollout_in_workers``: every worker runs its envs for the whole rollout with its own copy of the actor,
+    sampling each env's actions from that env's own stream, so 1, 2 or 3 processes give bit-identical rollouts
+    (55 steps: through a truncation and auto-reset), and the next rollout continues where this one stopped."""
+    start, ref, ref2 = _rollouts_in_workers(1)
+    assert bool(ref.truncated.any()) and ref.states.sim.shape[:2] == (55, N)
+    # the log-probs computed in one batch afterwards are those of the sampled actions
+    assert torch.allclose(ref.logprobs, start.log_prob(ref.flat(ref.obs), ref.flat(ref.actions)).reshape(55, N))
+    assert torch.equal(ref2.obs[0], ref.last_obs)
+    for workers in (2, N):
+        _, got, got2 = _rollouts_in_workers(workers)
+        for key in ("obs", "actions", "logprobs", "values", "rewards", "terminated", "truncated", "success", "next_obs", "last_obs"):
+            assert torch.equal(getattr(ref, key), getattr(got, key)), f"{key} differs with {workers} workers"
+        assert torch.equal(ref.states.sim, got.states.sim) and torch.equal(ref.last_state.elapsed, got.last_state.elapsed)
+        assert torch.equal(ref2.actions, got2.actions) and torch.equal(ref2.rewards, got2.rewards)
