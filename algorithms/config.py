@@ -120,6 +120,8 @@ class FinetuneConfig:
     mc_workers: int = h(8, "re-rollout env slots (cpu backend: packed into at most one worker process per trial CPU)")
     rollout_in_workers: bool = h(True, "cpu backend: collect each rollout inside the env worker processes (a copy of the actor in each, "
                                  "no driver round trip per step); false: the driver steps all envs in lockstep. Changes only the random stream")
+    eval_in_workers: bool = h(True, "cpu backend, eval_protocol episodes: run each evaluation episode inside an env worker process (a copy "
+                              "of the actor, no driver round trip per step); deterministic results are those of the lockstep path")
     mc_in_workers: bool = h(True, "cpu backend: run the re-rollouts inside the env worker processes (a copy of the policy in each, "
                             "no driver round trip per step); false: the driver steps all slots in lockstep. Changes only the random stream")
 

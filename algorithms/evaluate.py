@@ -1,8 +1,10 @@
 """Success-rate evaluation on fixed seeds (SPEC.md: success at any step, deterministic by default)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from envs.vector import VectorEnv
@@ -42,12 +44,20 @@ def evaluate(
     deterministic: bool = True,
     device="cpu",
     progress=None,
+    in_workers: bool = False,
 ) -> EvalResult:
     """Run ``num_episodes`` episodes with seeds ``seed, seed+1, ...`` (independent of ``venv.num_envs``).
 
     Episodes run in rounds of ``num_envs``; only envs whose episode is still running are stepped, so a
     success (which terminates the episode) saves simulator time on the cpu backend.
+    ``in_workers`` (cpu backend): each episode runs start to end inside an env worker process with a copy of the
+    actor (:func:`_episodes`), no round trip to this process per step; a stochastic episode k samples from its own
+    stream (``seed``, k), so the result does not depend on the process layout (the random stream, and the float
+    rounding of the actor's forward, differ from the lockstep path's).  Afterwards the envs are, as after the
+    lockstep path, wherever the evaluation left them: callers reset or restore them.
     """
+    if in_workers and hasattr(venv, "map_workers"):
+        return _evaluate_in_workers(agent, venv, num_episodes, seed, deterministic, progress)
     gen = torch.Generator(device=device).manual_seed(seed)
     successes, returns, lengths = [], [], []
     for n, obs in _rounds(venv, num_episodes, seed, device, "num_episodes"):
@@ -81,6 +91,44 @@ def evaluate(
         mean_length=float(torch.cat(lengths).mean()),
         deterministic=deterministic,
     )
+
+
+def _evaluate_in_workers(agent, venv, num_episodes, seed, deterministic, progress) -> EvalResult:
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    size = max(1, math.ceil(num_episodes / (4 * venv.num_workers)))  # about 4 chunks per worker: a free one takes the next
+    chunks = [range(a, min(a + size, num_episodes)) for a in range(0, num_episodes, size)]
+    actor = {k: v.detach().to("cpu").numpy() for k, v in agent.state_dict().items() if k.startswith("actor_")}
+    payloads = [{"actor": actor, "obs_dim": agent.obs_dim, "act_dim": agent.act_dim, "episodes": list(c), "seed": seed,
+                 "deterministic": deterministic} for c in chunks]
+    done = None if progress is None else (lambda c: progress(len(chunks[c])))
+    rows = torch.from_numpy(np.concatenate(venv.map_workers(_episodes, payloads, progress=done))).float()  # float32 means, as above
+    return EvalResult(success_rate=float(rows[:, 0].mean()), episodes=len(rows), mean_return=float(rows[:, 1].mean()),
+                      mean_length=float(rows[:, 2].mean()), deterministic=deterministic)
+
+
+@torch.no_grad()
+def _episodes(envs, job: dict):
+    """Runs in an env worker process (:meth:`envs.vector.CpuVectorEnv.map_workers`): the listed episodes one after
+    another on the worker's first env.  Returns [episodes, 3] numpy rows (success, return, length)."""
+    from algorithms.agent import Agent
+
+    policy = Agent(job["obs_dim"], job["act_dim"])
+    policy.load_state_dict({k: torch.from_numpy(v) for k, v in job["actor"].items()}, strict=False)
+    rows = []
+    for k in job["episodes"]:
+        gen = torch.Generator().manual_seed(job["seed"] * 1_000_003 + k)
+        obs = torch.from_numpy(envs.reset_one(0, job["seed"] + k))
+        ret, length, success = 0.0, 0, False
+        while True:
+            action = policy.act(obs[None], deterministic=job["deterministic"], generator=gen)
+            _, reward, term, trunc, succ, final = envs.step_one(0, action, autoreset=False)
+            ret, length, success = ret + reward, length + 1, success or succ
+            if term or trunc or succ:  # success ends an evaluated episode even where the env does not terminate on it
+                break
+            obs = torch.from_numpy(final)
+        rows.append((float(success), ret, length))
+    return np.array(rows, dtype=np.float32).reshape(-1, 3)
 
 
 @torch.no_grad()

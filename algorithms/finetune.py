@@ -14,6 +14,7 @@ every iteration (it is saved with the trial state, so a resumed offline trial tr
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -253,7 +254,10 @@ def run_trial(
 
     def run_eval(metrics: dict) -> None:
         # evaluation episodes are a measurement, not finetuning cost: they count in neither env nor sim steps
-        ev = evaluate if cfg.eval_protocol == "episodes" else evaluate_fixed_steps
+        if cfg.eval_protocol == "episodes":
+            ev = functools.partial(evaluate, in_workers=cfg.eval_in_workers)
+        else:
+            ev = evaluate_fixed_steps
         det = ev(agent, venv, cfg.num_eval_episodes, cfg.eval_seed, True, device)
         metrics["eval/success_rate"] = det.success_rate
         metrics["eval/episodes"] = det.episodes

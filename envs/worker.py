@@ -134,15 +134,20 @@ class LocalEnvs:
         self.obs_dim, self.act_dim, self.state_dim = env.observation_space.shape[-1], env.action_space.shape[-1], layout.dim
         self.device = torch.device("cpu")
 
-    def step_one(self, j: int, action) -> tuple:
+    def reset_one(self, j: int, seed: int):
+        """Seeded reset of env ``j`` (the scene rebuilt, as the pipe's reset does); returns its obs [obs_dim] numpy."""
+        return self.slots[j].reset(seed, rebuild=True)
+
+    def step_one(self, j: int, action, autoreset: bool | None = None) -> tuple:
         """Step env ``j`` with ``action`` [1, act_dim] tensor: (obs after any auto-reset, reward, terminated,
-        truncated, success, final obs), obs as numpy [obs_dim]."""
+        truncated, success, final obs), obs as numpy [obs_dim].  ``autoreset`` overrides the env's setting."""
+        autoreset = self.autoreset if autoreset is None else autoreset
         slot = self.slots[j]
         obs, rew, term, _, info = slot.env.step(action)
         term_j = bool(term[0]) and self.terminate_on_success
         trunc_j = int(slot.env._elapsed_steps[0]) >= self.max_episode_steps
         final = obs[0].numpy()
-        nxt = slot.reset(slot.rng.integers(2**31)) if self.autoreset and (term_j or trunc_j) else final
+        nxt = slot.reset(slot.rng.integers(2**31)) if autoreset and (term_j or trunc_j) else final
         return nxt, float(rew[0]), term_j, trunc_j, bool(info["success"][0]) if "success" in info else False, final
 
     def get_one(self, j: int) -> tuple:
@@ -248,7 +253,7 @@ def worker_main(conn, mem_fd: int, first: int, count: int, env_id: str, control_
                 step(data)
             elif cmd == "reset":
                 for i, seed in data:
-                    buf.obs[i] = slots[i - first].reset(seed, rebuild=True)
+                    buf.obs[i] = local.reset_one(i - first, seed)
             elif cmd == "get_state":
                 get_state(data)
             elif cmd == "set_state":

@@ -123,3 +123,21 @@ def test_rollouts_inside_the_workers_do_not_depend_on_the_process_layout():
             assert torch.equal(getattr(ref, key), getattr(got, key)), f"{key} differs with {workers} workers"
         assert torch.equal(ref.states.sim, got.states.sim) and torch.equal(ref.last_state.elapsed, got.last_state.elapsed)
         assert torch.equal(ref2.actions, got2.actions) and torch.equal(ref2.rewards, got2.rewards)
+
+
+def test_evaluation_inside_the_workers():
+    """``eval_in_workers``: deterministic episodes give the lockstep path's results; stochastic ones do not depend
+    on the process layout (each episode samples from its own stream)."""
+    from algorithms.checkpoint import load_policy
+    from algorithms.evaluate import evaluate
+
+    start, _ = load_policy("experiments/checkpoints/pickcube/start.pt")
+    got = {}
+    for workers in (1, 2):
+        with make_vector_env(EnvConfig("PickCube-v1", num_envs=2, reward_mode="sparse", backend="cpu", num_workers=workers)) as env:
+            for det in (True, False):
+                got[workers, det] = evaluate(start, env, 5, 300, det, in_workers=True)
+            lockstep = evaluate(start, env, 5, 300, True)
+        assert (got[workers, True].success_rate, got[workers, True].mean_length) == (lockstep.success_rate, lockstep.mean_length)
+        assert got[workers, True].mean_return == pytest.approx(lockstep.mean_return)
+    assert got[1, False] == got[2, False] and got[1, False].episodes == 5 and not got[1, False].deterministic
