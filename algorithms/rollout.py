@@ -127,7 +127,7 @@ def _collect_in_workers(agent, venv, obs, T, device, save_states, deterministic,
     payloads = [{"actor": actor, "obs_dim": agent.obs_dim, "act_dim": agent.act_dim, "obs": obs_np[b.start:b.stop],
                  "first": b.start, "steps": T, "save_states": save_states, "deterministic": deterministic, "seed": base}
                 for b in venv.worker_blocks]
-    out = venv.map_workers(_rollout_block, payloads, pinned=True)
+    out = venv.map_workers(_rollout_block, payloads)  # payload w: worker w's block
 
     def cat(key, axis=1):
         return torch.from_numpy(np.concatenate([o[key] for o in out], axis=axis))
@@ -146,7 +146,7 @@ def _collect_in_workers(agent, venv, obs, T, device, save_states, deterministic,
 
 @torch.no_grad()
 def _rollout_block(envs, job: dict) -> dict:
-    """Runs in an env worker process (:meth:`envs.vector.CpuVectorEnv.map_workers`, pinned): ``job["steps"]`` steps
+    """Runs in an env worker process (:meth:`envs.vector.CpuVectorEnv.map_workers`): ``job["steps"]`` steps
     of that worker's n envs from observations ``job["obs"]`` [n, obs_dim].  Returns numpy arrays: obs, actions,
     next_obs [T, n, ...], rewards, terminated, truncated, success [T, n], last_obs [n, obs_dim] and, with
     ``save_states``, sim [T, n, state_dim], elapsed [T, n], last_sim, last_elapsed."""

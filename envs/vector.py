@@ -250,20 +250,20 @@ class CpuVectorEnv(VectorEnv):
         """The env ids each worker process hosts, in worker order (contiguous, balanced)."""
         return list(self._blocks)
 
-    def map_workers(self, fn, payloads: Sequence, progress=None, pinned: bool = False) -> list:
+    def map_workers(self, fn, payloads: Sequence, progress=None) -> list:
         """Run ``fn(local_envs, payload)`` inside the worker processes for every payload and return the results in
-        the order of ``payloads``.  Each payload goes to the next free worker (``pinned``: payload w to worker w,
-        one per worker, for work on particular envs) and runs against that worker's own envs
-        (:class:`envs.worker.LocalEnvs`, no round trip to this process per step); ``fn`` must be a module-level
-        function (it travels by name).  ``progress(i)`` is called as payload ``i`` completes.  The shared batch
-        is not touched: the envs' states afterwards are whatever ``fn`` left."""
+        the order of ``payloads``.  Payload i runs on worker ``i % num_workers`` (each worker takes its payloads
+        in order) against that worker's own envs (:class:`envs.worker.LocalEnvs`, no round trip to this process
+        per step): which envs ran what, and so every env's history, is the same from run to run, which CPU PhysX
+        needs to replay bit for bit.  ``fn`` must be a module-level function (it travels by name).  ``progress(i)``
+        is called as payload ``i`` completes.  The shared batch is not touched: the envs' states afterwards are
+        whatever ``fn`` left."""
         from multiprocessing.connection import wait
 
         if self._closed:
             raise EnvWorkerError("the vector env is closed")
-        if pinned and len(payloads) != self.num_workers:
-            raise ValueError(f"pinned map_workers needs one payload per worker ({self.num_workers}), got {len(payloads)}")
-        results, pending = [None] * len(payloads), iter(range(len(payloads)))
+        results = [None] * len(payloads)
+        queues = [iter(range(w, len(payloads), self.num_workers)) for w in range(self.num_workers)]
         running, failure = {}, None  # conn -> (worker, payload index)
 
         def send(w, i):
@@ -277,10 +277,9 @@ class CpuVectorEnv(VectorEnv):
             running[self._conns[w]] = (w, i)
 
         for w in range(self.num_workers):
-            i = next(pending, None)
-            if i is None:
-                break
-            send(w, i)
+            i = next(queues[w], None)
+            if i is not None:
+                send(w, i)
         while running:
             for conn in wait(list(running)):
                 w, i = running.pop(conn)
@@ -296,7 +295,7 @@ class CpuVectorEnv(VectorEnv):
                 results[i] = payload
                 if progress is not None:
                     progress(i)
-                nxt = None if failure or pinned else next(pending, None)
+                nxt = None if failure else next(queues[w], None)
                 if nxt is not None:
                     send(w, nxt)
         if failure is not None:  # raised once every running call has answered, so no reply is left in a pipe

@@ -131,10 +131,10 @@ class RerolloutEngine:
 
     def _returns_in_workers(self, states, policy, deterministic, generator, first_actions, first_mask, progress):
         """:meth:`returns` with the stepping inside the cpu backend's worker processes: the jobs are cut into
-        chunks, each chunk runs this same engine on one worker's own envs with a copy of the policy's actor (no
-        round trip to the driver per step), and a free worker takes the next chunk.  Chunk c samples its actions
-        from a generator seeded by the c-th draw of ``generator``: the result depends on the layout (slots per
-        worker, chunk size), not on which worker runs which chunk."""
+        chunks, and each chunk runs this same engine on one worker's own envs with a copy of the policy's actor (no
+        round trip to the driver per step); chunk c runs on worker c mod W.  Chunk c samples its actions from a
+        generator seeded by the c-th draw of ``generator``.  The result depends on the layout (workers, slots per
+        worker), and for a given layout a trial on fresh envs replays bit for bit."""
         venv = self.venv
         J = len(states)
         W = venv.num_workers
