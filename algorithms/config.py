@@ -132,7 +132,9 @@ class FinetuneConfig:
 
     # estimator quality (optional, costly): compare against MC with many expert samples
     quality_every: int = h(0, "score the advantages against an MC oracle at iterations 1, 1 + this, 1 + 2 * this, ... (0: never)")
-    quality_samples: int = h(16, "expert re-rollouts per state of the quality oracle")
+    quality_samples: int = h(16, "re-rollouts per state of the quality oracle")
+    quality_policy: str = h("expert", "the quality oracle's re-rollout policy: expert (the advantage of pi*) | current (the rollout "
+                            "policy's own advantage, the quantity GAE, TD(N) and on-policy MC estimate)")
     quality_envs: Optional[int] = h(None, "score only the first this many envs' transitions of the batch (the oracle's cost grows with them; null: all)")
 
     def __post_init__(self):
@@ -141,7 +143,7 @@ class FinetuneConfig:
 
         require_choice(self, "estimator", ESTIMATORS)
         require_choice(self, "update", UPDATES)
-        for name, choices in (("mc_policy", MC_POLICIES), ("mc_q", MC_Q_SCHEMES), ("mc_time_limit", MC_TIME_LIMITS),
+        for name, choices in (("mc_policy", MC_POLICIES), ("quality_policy", MC_POLICIES), ("mc_q", MC_Q_SCHEMES), ("mc_time_limit", MC_TIME_LIMITS),
                               ("critic_training", CRITIC_TRAINING), ("rollout_reset", ROLLOUT_RESETS), ("eval_protocol", EVAL_PROTOCOLS)):
             require_choice(self, name, choices)
         require_at_least(self, ("num_envs", "num_steps", "num_iterations", "eval_every", "num_eval_episodes", "minibatch_size",

@@ -162,7 +162,7 @@ def _check_same_config(saved: dict, cfg: FinetuneConfig, state: Path) -> None:
 
 
 def needs_expert(cfg: FinetuneConfig) -> bool:
-    return (cfg.estimator == "mc" and cfg.mc_policy == "expert") or cfg.quality_every > 0
+    return (cfg.estimator == "mc" and cfg.mc_policy == "expert") or (cfg.quality_every > 0 and cfg.quality_policy == "expert")
 
 
 def _rng_state(gens: dict) -> dict:

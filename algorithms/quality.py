@@ -128,7 +128,7 @@ class QualityProbe:
         if self._reference is None:
             from algorithms.estimators.mc import MCEstimator
 
-            cfg = dataclasses.replace(self.ctx.cfg, estimator="mc", mc_policy="expert", mc_samples=self.ctx.cfg.quality_samples)
+            cfg = dataclasses.replace(self.ctx.cfg, estimator="mc", mc_policy=self.ctx.cfg.quality_policy, mc_samples=self.ctx.cfg.quality_samples)
             self._reference = MCEstimator(dataclasses.replace(self.ctx, cfg=cfg))
         return self._reference
 
@@ -136,14 +136,17 @@ class QualityProbe:
         """Returns ``quality/*`` metrics of ``estimate`` (advantages [T, N]; q, v where present) vs the MC reference."""
         if rollout.states is None:
             raise ValueError("the quality probe re-rolls from the rollout's states: collect the rollout with save_states=True")
-        if self.ctx.expert is None:
+        if self.ctx.cfg.quality_policy == "expert" and self.ctx.expert is None:
             raise ValueError("the quality probe needs the expert policy (expert_checkpoint) for its MC reference")
+        if self.ctx.cfg.quality_policy == "current" and agent is None:
+            raise ValueError("quality_policy=current needs the policy that collected the rollout (the agent argument)")
         k = self.ctx.cfg.quality_envs
         if k is not None and k < rollout.num_envs:
             rollout = rollout.envs(k)
             estimate = dataclasses.replace(estimate, **{f: getattr(estimate, f)[:, :k] for f in ("advantages", "returns", "q", "v")
                                                          if getattr(estimate, f) is not None})
-        # with mc_policy=expert the re-rollouts follow the expert; it also stands in for the agent argument
+        # quality_policy=expert: the re-rollouts follow the expert, which also stands in for the agent argument;
+        # current: they follow ``agent``, the policy that collected the rollout (the probe runs before the update)
         ref = self._mc().estimate(rollout, agent if agent is not None else self.ctx.expert)
         out = advantage_quality(estimate.advantages, ref.advantages)
         for name in ("q", "v"):

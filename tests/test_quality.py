@@ -96,6 +96,16 @@ def test_quality_probe_against_exact_chain_advantages():
         finally:
             one.close()
         assert first["quality/spearman"] > 0.8 and first["quality/sim_steps"] < exact["quality/sim_steps"]
+        # quality_policy=current: the oracle follows the policy that collected the rollout, no expert needed
+        cur_ctx = dataclasses.replace(ctx, expert=None, cfg=dataclasses.replace(cfg, quality_policy="current"))
+        current = QualityProbe(cur_ctx)
+        try:
+            on = current.measure(ro, Estimate(advantages=q - v, q=q, v=v), agent)
+            with pytest.raises(ValueError, match="quality_policy=current needs the policy"):
+                current.measure(ro, Estimate(advantages=q - v))
+        finally:
+            current.close()
+        assert on["quality/spearman"] > 0.8 and abs(on["quality/bias"]) < 0.05
         with pytest.raises(ValueError, match="save_states=True"):
             QualityProbe(ctx).measure(collect_rollout(agent, env, env.reset(seed=1), 2, torch.device("cpu")), Estimate(advantages=q[:2]))
     finally:
