@@ -78,3 +78,17 @@ class Agent(nn.Module):
         if action is None:
             action = d.sample()
         return action, d.log_prob(action).sum(-1), d.entropy().sum(-1), self.get_value(obs)
+
+
+def actor_payload(agent: "Agent") -> dict:
+    """The actor's weights as numpy arrays plus its sizes: what travels to an env worker process to act there
+    (numpy, not tensors: torch's pickling of tensors between processes needs multiprocessing's resource sharer)."""
+    return {"obs_dim": agent.obs_dim, "act_dim": agent.act_dim,
+            "weights": {k: v.detach().to("cpu").numpy() for k, v in agent.state_dict().items() if k.startswith("actor_")}}
+
+
+def agent_from_payload(payload: dict) -> "Agent":
+    """The acting copy built from :func:`actor_payload` (its critic is left untrained: acting does not use it)."""
+    agent = Agent(payload["obs_dim"], payload["act_dim"])
+    agent.load_state_dict({k: torch.from_numpy(v) for k, v in payload["weights"].items()}, strict=False)
+    return agent

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from algorithms.agent import actor_payload, agent_from_payload
 from envs.vector import VectorEnv
 
 
@@ -96,11 +97,10 @@ def evaluate(
 def _evaluate_in_workers(agent, venv, num_episodes, seed, deterministic, progress) -> EvalResult:
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
-    size = max(1, math.ceil(num_episodes / (4 * venv.num_workers)))  # about 4 chunks per worker: a free one takes the next
+    size = max(1, math.ceil(num_episodes / (4 * venv.num_workers)))  # about 4 chunks per worker
     chunks = [range(a, min(a + size, num_episodes)) for a in range(0, num_episodes, size)]
-    actor = {k: v.detach().to("cpu").numpy() for k, v in agent.state_dict().items() if k.startswith("actor_")}
-    payloads = [{"actor": actor, "obs_dim": agent.obs_dim, "act_dim": agent.act_dim, "episodes": list(c), "seed": seed,
-                 "deterministic": deterministic} for c in chunks]
+    actor = actor_payload(agent)
+    payloads = [{"actor": actor, "episodes": list(c), "seed": seed, "deterministic": deterministic} for c in chunks]
     done = None if progress is None else (lambda c: progress(len(chunks[c])))
     rows = torch.from_numpy(np.concatenate(venv.map_workers(_episodes, payloads, progress=done))).float()  # float32 means, as above
     return EvalResult(success_rate=float(rows[:, 0].mean()), episodes=len(rows), mean_return=float(rows[:, 1].mean()),
@@ -111,10 +111,7 @@ def _evaluate_in_workers(agent, venv, num_episodes, seed, deterministic, progres
 def _episodes(envs, job: dict):
     """Runs in an env worker process (:meth:`envs.vector.CpuVectorEnv.map_workers`): the listed episodes one after
     another on the worker's first env.  Returns [episodes, 3] numpy rows (success, return, length)."""
-    from algorithms.agent import Agent
-
-    policy = Agent(job["obs_dim"], job["act_dim"])
-    policy.load_state_dict({k: torch.from_numpy(v) for k, v in job["actor"].items()}, strict=False)
+    policy = agent_from_payload(job["actor"])
     rows = []
     for k in job["episodes"]:
         gen = torch.Generator().manual_seed(job["seed"] * 1_000_003 + k)

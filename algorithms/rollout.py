@@ -8,6 +8,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from algorithms.agent import actor_payload, agent_from_payload
 from envs.vector import EnvState, VectorEnv
 
 
@@ -122,9 +123,9 @@ def _collect_in_workers(agent, venv, obs, T, device, save_states, deterministic,
     base = 0
     if generator is not None and not deterministic:
         base = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-    actor = {k: v.detach().to("cpu").numpy() for k, v in agent.state_dict().items() if k.startswith("actor_")}
+    actor = actor_payload(agent)
     obs_np = obs.detach().to("cpu", torch.float32).numpy()
-    payloads = [{"actor": actor, "obs_dim": agent.obs_dim, "act_dim": agent.act_dim, "obs": obs_np[b.start:b.stop],
+    payloads = [{"actor": actor, "obs": obs_np[b.start:b.stop],
                  "first": b.start, "steps": T, "save_states": save_states, "deterministic": deterministic, "seed": base}
                 for b in venv.worker_blocks]
     out = venv.map_workers(_rollout_block, payloads)  # payload w: worker w's block
@@ -150,10 +151,7 @@ def _rollout_block(envs, job: dict) -> dict:
     of that worker's n envs from observations ``job["obs"]`` [n, obs_dim].  Returns numpy arrays: obs, actions,
     next_obs [T, n, ...], rewards, terminated, truncated, success [T, n], last_obs [n, obs_dim] and, with
     ``save_states``, sim [T, n, state_dim], elapsed [T, n], last_sim, last_elapsed."""
-    from algorithms.agent import Agent
-
-    policy = Agent(job["obs_dim"], job["act_dim"])
-    policy.load_state_dict({k: torch.from_numpy(v) for k, v in job["actor"].items()}, strict=False)
+    policy = agent_from_payload(job["actor"])
     n = envs.num_envs
     gens = [torch.Generator().manual_seed((job["seed"] + _ENV_STRIDE * (job["first"] + j)) % 2**63) for j in range(n)]
     obs = torch.from_numpy(job["obs"])

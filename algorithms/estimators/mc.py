@@ -29,7 +29,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from algorithms.agent import Agent
+from algorithms.agent import Agent, actor_payload, agent_from_payload
 from algorithms.estimators.base import AdvantageEstimator, Estimate, TrialContext
 from algorithms.rollout import Rollout
 from envs.vector import EnvState, VectorEnv
@@ -144,14 +144,13 @@ class RerolloutEngine:
             seeds = torch.randint(0, 2**62, (len(bounds),), generator=generator, device=generator.device).tolist()
         else:
             seeds = [0] * len(bounds)
-        # numpy, not tensors, through the pipes: torch's pickling of tensors between processes shares file
-        # descriptors through multiprocessing's resource sharer, which these plain worker processes do not run
+        # numpy, not tensors, through the pipes (see actor_payload)
         def arr(t):
             return None if t is None else t.detach().to("cpu").numpy()
 
-        actor = {k: arr(v) for k, v in policy.state_dict().items() if k.startswith("actor_")}
+        actor = actor_payload(policy)
         payloads = [{
-            "actor": actor, "obs_dim": policy.obs_dim, "act_dim": policy.act_dim, "sim": arr(states.sim[a:b]),
+            "actor": actor, "sim": arr(states.sim[a:b]),
             "elapsed": arr(states.elapsed[a:b]), "seed": seeds[c], "deterministic": deterministic,
             "first_actions": None if first_actions is None else arr(first_actions[a:b]),
             "first_mask": None if first_mask is None else arr(first_mask[a:b]),
@@ -170,8 +169,7 @@ def _rerollout_chunk(envs, job: dict):
     def tensor(a):
         return None if a is None else torch.from_numpy(a)
 
-    policy = Agent(job["obs_dim"], job["act_dim"])
-    policy.load_state_dict({k: tensor(v) for k, v in job["actor"].items()}, strict=False)  # the critic is not needed to act
+    policy = agent_from_payload(job["actor"])
     gen = torch.Generator().manual_seed(job["seed"])
     engine = RerolloutEngine(envs, job["gamma"], job["reward_scale"], job["horizon"], job["warmup"])
     G, stats = engine.returns(EnvState(tensor(job["sim"]), tensor(job["elapsed"])), policy, torch.device("cpu"), job["deterministic"],
