@@ -16,6 +16,7 @@ MC_TIME_LIMITS = ("reset", "restore")
 CRITIC_TRAINING = ("joint", "separate")
 ROLLOUT_RESETS = ("iteration", "once")
 EVAL_PROTOCOLS = ("episodes", "reference")
+QUALITY_MODES = ("batch", "actions")
 
 
 def require_at_least(cfg, names, low: int) -> None:
@@ -136,6 +137,11 @@ class FinetuneConfig:
     quality_policy: str = h("expert", "the quality oracle's re-rollout policy: expert (the advantage of pi*) | current (the rollout "
                             "policy's own advantage, the quantity GAE, TD(N) and on-policy MC estimate)")
     quality_envs: Optional[int] = h(None, "score only the first this many envs' transitions of the batch (the oracle's cost grows with them; null: all)")
+    quality_mode: str = h("batch", "batch: the batch's advantages vs the oracle's on the same transitions (rank over all of them); actions: the "
+                          "reference's action-ranking analysis (methods/gae/rank_*.py): per state, rank of quality_actions sampled actions, "
+                          "each scored on quality_samples re-rollouts that start with it")
+    quality_states: int = h(16, "quality_mode=actions: states of the batch (of its first quality_envs envs) to rank actions at")
+    quality_actions: int = h(8, "quality_mode=actions: actions sampled from the rollout policy per state (reference K = 8)")
 
     def __post_init__(self):
         from algorithms.estimators import ESTIMATORS
@@ -144,10 +150,14 @@ class FinetuneConfig:
         require_choice(self, "estimator", ESTIMATORS)
         require_choice(self, "update", UPDATES)
         for name, choices in (("mc_policy", MC_POLICIES), ("quality_policy", MC_POLICIES), ("mc_q", MC_Q_SCHEMES), ("mc_time_limit", MC_TIME_LIMITS),
-                              ("critic_training", CRITIC_TRAINING), ("rollout_reset", ROLLOUT_RESETS), ("eval_protocol", EVAL_PROTOCOLS)):
+                              ("critic_training", CRITIC_TRAINING), ("rollout_reset", ROLLOUT_RESETS), ("eval_protocol", EVAL_PROTOCOLS),
+                              ("quality_mode", QUALITY_MODES)):
             require_choice(self, name, choices)
         require_at_least(self, ("num_envs", "num_steps", "num_iterations", "eval_every", "num_eval_episodes", "minibatch_size",
-                                "update_epochs", "mc_samples", "mc_workers", "quality_samples", "td_n"), 1)
+                                "update_epochs", "mc_samples", "mc_workers", "quality_samples", "td_n", "quality_states"), 1)
+        require_at_least(self, ("quality_actions",), 2)
+        if self.quality_every and self.quality_mode == "actions" and self.estimator == "mc" and self.mc_q != "rerollout":
+            raise ValueError("quality_mode=actions scores an MC estimator by its own Q re-rollouts of each sampled action: it needs mc_q=rerollout")
         if self.quality_envs is not None and self.quality_envs < 1:
             raise ValueError(f"quality_envs must be >= 1, got {self.quality_envs}")
         require_at_least(self, ("gae_critic_epochs", "iql_online_updates", "quality_every", "gae_warmup_iters", "gae_critic_pretrain_epochs"), 0)

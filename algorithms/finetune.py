@@ -231,9 +231,11 @@ def run_trial(
     rule = make_update(cfg.update, cfg, agent, gens["update"], train_critic=joint_critic)
     quality = None
     if cfg.quality_every:
-        from algorithms.quality import QualityProbe
-
-        quality = QualityProbe(ctx)
+        if cfg.quality_mode == "actions":
+            from algorithms.action_ranking import ActionRankingProbe as Probe
+        else:
+            from algorithms.quality import QualityProbe as Probe
+        quality = Probe(ctx)
 
     history: list[dict] = []
     totals = {"env_steps": 0, "sim_steps": 0, "wall": 0.0}
@@ -317,7 +319,7 @@ def run_trial(
                                      for k in ("obs", "actions", "logprobs", "advantages", "returns")}
                 new_steps, sim_steps = cfg.batch_size, cfg.batch_size + est.sim_steps
                 if probe:
-                    m.update(quality.measure(ro, est, agent))
+                    m.update(quality.measure(ro, est, agent, estimator))
             if estimator.has_critic and it <= cfg.gae_warmup_iters and ro is not None:
                 m.update(estimator.warm_up(ro, est, agent))
             else:

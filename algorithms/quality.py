@@ -115,7 +115,8 @@ def advantage_quality(est, ref, groups=None, prefix: str = "quality/") -> dict:
 
 
 class QualityProbe:
-    """Measures a trial's estimator against MC re-rollouts of the expert with ``cfg.quality_samples`` samples.
+    """``quality_mode=batch``: measures a trial's advantages on its batch against MC re-rollouts of the
+    ``quality_policy`` with ``cfg.quality_samples`` samples (``algorithms.action_ranking`` is the other mode).
 
     The rollout must carry simulator states.  The reference estimator is built on first use and kept (its
     re-rollout envs are reused); :meth:`close` releases it."""
@@ -132,8 +133,9 @@ class QualityProbe:
             self._reference = MCEstimator(dataclasses.replace(self.ctx, cfg=cfg))
         return self._reference
 
-    def measure(self, rollout, estimate, agent=None) -> dict:
-        """Returns ``quality/*`` metrics of ``estimate`` (advantages [T, N]; q, v where present) vs the MC reference."""
+    def measure(self, rollout, estimate, agent=None, estimator=None) -> dict:
+        """Returns ``quality/*`` metrics of ``estimate`` (advantages [T, N]; q, v where present) vs the MC reference.
+        (``estimator`` is unused: the batch's own estimate is scored; the argument matches the action-ranking probe.)"""
         if rollout.states is None:
             raise ValueError("the quality probe re-rolls from the rollout's states: collect the rollout with save_states=True")
         if self.ctx.cfg.quality_policy == "expert" and self.ctx.expert is None:

@@ -209,8 +209,14 @@ def _cmd_quality(ns):
     out = ns.out_dir or f"runs/quality/{cfg.estimator}-{cfg.update}-seed{cfg.seed}"
     _check_trial_call(cfg, out, resume=False, overwrite=ns.overwrite)
     history = run_trial(cfg, out, progress=not ns.no_progress)
-    cols = ["quality/spearman", "quality/spearman_within", "quality/bias", "quality/rmse", "quality/sign_agreement"]
-    print(f"{cfg.estimator} advantages vs MC of the expert with {cfg.quality_samples} samples ({cfg.batch_size} transitions per iteration):")
+    oracle = f"MC of the {'expert' if cfg.quality_policy == 'expert' else 'rollout policy'} with {cfg.quality_samples} samples"
+    if cfg.quality_mode == "actions":
+        cols = ["quality/spearman", "quality/spearman_median", "quality/top1", "quality/states", "quality/rmse"]
+        print(f"{cfg.estimator}: ranking of {cfg.quality_actions} sampled actions at {cfg.quality_states} states vs {oracle} per action "
+              f"(spearman: mean per-state rho, the reference's statistic):")
+    else:
+        cols = ["quality/spearman", "quality/spearman_within", "quality/bias", "quality/rmse", "quality/sign_agreement"]
+        print(f"{cfg.estimator} advantages vs {oracle} ({cfg.batch_size} transitions per iteration):")
     print("iteration  " + "  ".join(f"{c.split('/')[1]:>15}" for c in cols) + "  success")
     for h in history:
         if "quality/spearman" in h:
@@ -301,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_pretrain_critic)
 
-    sp = sub.add_parser("quality", help="estimator quality vs an MC oracle (Spearman, bias, RMSE) over a short trial", description="Runs a trial with the quality probe on every iteration: the estimator's advantages against MC re-rollouts of the expert with --quality-samples samples on the same batch (research question 4).")
+    sp = sub.add_parser("quality", help="estimator quality vs an MC oracle (Spearman, bias, RMSE) over a short trial", description="Runs a trial with the quality probe on every iteration (research question 4): --quality-mode batch scores the estimator's advantages on its batch against MC re-rollouts (--quality-policy, --quality-samples) of the same transitions; --quality-mode actions is the reference's action-ranking analysis (per state, the Spearman rank of --quality-actions sampled actions).")
     add_dataclass_args(sp, FinetuneConfig)
     sp.add_argument("--out-dir", default=None, help="trial directory (default: runs/quality/<estimator>-<update>-seed<seed>)")
     sp.add_argument("--overwrite", action="store_true", help="remove the trial already in --out-dir (config.json, tb/, checkpoint/) and start again")

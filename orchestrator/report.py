@@ -281,10 +281,17 @@ def quality_blocks(summary: Summary, published_rho: dict, figures: dict) -> list
         rows.append([r["estimator"], r["measurements"], r["runs"], rho, _num(r.get("quality/bias"), ".3f"),
                      _num(r.get("error_variance"), ".4f"), _num(r.get("quality/rmse"), ".3f"),
                      _num(r.get("quality/sign_agreement"), ".3f"), _num(published_rho.get(r["estimator"]), ".2f")])
+    if "quality/top1" in q:  # quality_mode=actions
+        how = ("Each measured iteration runs the reference's action-ranking analysis (`algorithms/action_ranking.py`): at states "
+               "of the batch, actions sampled from the rollout policy, each scored by the estimator on Monte-Carlo re-rollouts "
+               "that start with it and by the oracle as their mean return. *rho*: Spearman over one state's actions, mean over "
+               "states, averaged per run then IQM over runs; *bias*, *RMSE*, *sign agreement*: of advantages centred per state.")
+    else:
+        how = ("Each measured iteration compares the estimator's advantages with Monte-Carlo re-rollouts (the trial's "
+               "`quality_policy`) on the same batch (`algorithms/quality.py`). *rho*: Spearman rank correlation, averaged per "
+               "run then IQM over runs; *bias*: mean(estimate - oracle).")
     blocks: list[Block] = [
-        Text("Each measured iteration compares the estimator's advantages with Monte-Carlo re-rollouts of the expert on the "
-             "same batch (`algorithms/quality.py`). *rho*: Spearman rank correlation, averaged per run then IQM over runs; "
-             "*bias*: mean(estimate - oracle); *error variance*: RMSE^2 - bias^2. Full metrics: [quality.csv](quality.csv)."),
+        Text(how + " *error variance*: RMSE^2 - bias^2. Full metrics: [quality.csv](quality.csv)."),
         Table(header, rows)]
     by_it = summary.quality_by_iteration
     if by_it is not None and by_it["iteration"].nunique() > 1:

@@ -352,3 +352,6 @@ def test_seed_v2_preset_is_the_reference_protocol():
     assert (by["mc1-expert+awr"].mc_samples, by["mc4-current+awr"].mc_policy) == (1, "current")
     assert by["td20+awr"].td_n == 20 and by["gae+recap"].recap_nll_clip is None
     assert (by["selfclone+awr"].estimator, by["selfclone+awr"].quality_every, by["gae+ppo"].quality_every) == ("uniform", 0, 9)
+    # the reference's quality table is its action-ranking analysis: 8 policy actions per state, 10 re-rollouts of that policy each
+    q = by["gae+awr"]
+    assert (q.quality_mode, q.quality_policy, q.quality_actions, q.quality_samples) == ("actions", "current", 8, 10)

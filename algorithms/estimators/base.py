@@ -56,6 +56,11 @@ class AdvantageEstimator:
     def estimate(self, rollout: Rollout, agent) -> Estimate:
         raise NotImplementedError
 
+    def score(self, rollout: Rollout, agent) -> torch.Tensor:
+        """Advantages [T, N] of a rollout the trial does not train on (the quality probe's re-rollouts): what
+        :meth:`estimate` would give, without changing the estimator (no training, its random stream untouched)."""
+        return self.estimate(rollout, agent).advantages
+
     def after_update(self, rollout: Rollout, estimate: Estimate, agent) -> dict:
         """Train the estimator's own networks on this batch (GAE's critic, online IQL); returns metrics."""
         return {}

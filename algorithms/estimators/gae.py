@@ -98,6 +98,9 @@ class CriticEstimator(AdvantageEstimator):
         diag["charts/value_mean"] = float(values.mean())
         return Estimate(advantages=adv, returns=returns, v=values, diagnostics=diag)
 
+    def score(self, rollout: Rollout, agent) -> torch.Tensor:
+        return self._advantages(rollout, agent)[0]  # the critic as it is: no pre-training epochs on probe data
+
     def fit_critic(self, agent, rollout: Rollout, returns: torch.Tensor, epochs: int) -> float:
         """``epochs`` passes of 0.5 (V(s) - target)^2 with the critic-only Adam; returns the mean loss."""
         obs = rollout.flat(rollout.obs)

@@ -69,15 +69,19 @@ class RerolloutEngine:
         first_actions: Optional[torch.Tensor] = None,
         progress=None,
         first_mask: Optional[torch.Tensor] = None,
+        record: bool = False,
     ) -> tuple[torch.Tensor, dict]:
         """One re-rollout per row of ``states`` (sim [J, D], elapsed [J]).  Returns (G [J], stats).
 
         ``first_actions`` [J, act_dim], if given, is executed first instead of a policy sample (a Q re-rollout),
         for the jobs where ``first_mask`` [J] bool is set (all jobs when it is None).
-        stats: ``sim_steps`` (env steps incl. restore warm-ups), ``steps`` (policy steps), ``restores``.
+        stats: ``sim_steps`` (env steps incl. restore warm-ups), ``steps`` (policy steps), ``restores``; with
+        ``record``, also ``trajectories``: every job's steps as numpy arrays padded to the longest, obs, actions,
+        next_obs [L, J, ...], rewards (before ``reward_scale``), terminated, truncated [L, J] and length [J] (see :class:`TrajectoryRecorder`).
         """
         if self.in_workers and hasattr(self.venv, "map_workers") and isinstance(policy, Agent):
-            return self._returns_in_workers(states, policy, deterministic, generator, first_actions, first_mask, progress)
+            return self._returns_in_workers(states, policy, deterministic, generator, first_actions, first_mask, progress, record)
+        rec = TrajectoryRecorder(len(states)) if record else None
         venv = self.venv
         K = venv.num_envs
         J = states.sim.shape[0]
@@ -122,14 +126,19 @@ class RerolloutEngine:
             ended = (st.terminated | st.truncated).cpu()
             if self.horizon is not None:
                 ended |= slot_len[active] >= self.horizon
+            if rec is not None:
+                rec.add(slot_job[active], o, action, st.reward.cpu(), st.terminated.cpu(), ended & ~st.terminated.cpu(), st.final_obs)
             done_slots = active[ended]
             G[slot_job[done_slots]] = slot_ret[done_slots]
             slot_job[done_slots] = -1
             if progress is not None and len(done_slots):
                 progress(len(done_slots))
-        return G, {"sim_steps": sim_steps, "steps": steps, "restores": restores}
+        stats = {"sim_steps": sim_steps, "steps": steps, "restores": restores}
+        if rec is not None:
+            stats["trajectories"] = rec.arrays()
+        return G, stats
 
-    def _returns_in_workers(self, states, policy, deterministic, generator, first_actions, first_mask, progress):
+    def _returns_in_workers(self, states, policy, deterministic, generator, first_actions, first_mask, progress, record=False):
         """:meth:`returns` with the stepping inside the cpu backend's worker processes: the jobs are cut into
         chunks, and each chunk runs this same engine on one worker's own envs with a copy of the policy's actor (no
         round trip to the driver per step); chunk c runs on worker c mod W.  Chunk c samples its actions from a
@@ -155,12 +164,75 @@ class RerolloutEngine:
             "first_actions": None if first_actions is None else arr(first_actions[a:b]),
             "first_mask": None if first_mask is None else arr(first_mask[a:b]),
             "gamma": self.gamma, "reward_scale": self.reward_scale, "horizon": self.horizon, "warmup": self.warmup,
+            "record": record,
         } for c, (a, b) in enumerate(bounds)]
         done = None if progress is None else (lambda c: progress(bounds[c][1] - bounds[c][0]))
         out = venv.map_workers(_rerollout_chunk, payloads, progress=done)
         G = torch.from_numpy(np.concatenate([g for g, _ in out])) if out else torch.zeros(0)
         stats = {k: sum(st[k] for _, st in out) for k in ("sim_steps", "steps", "restores")}
+        if record:
+            stats["trajectories"] = TrajectoryRecorder.concat([st["trajectories"] for _, st in out])
         return G, stats
+
+
+class TrajectoryRecorder:
+    """Collects the steps of J re-rollout jobs and pads them into one [L, J] batch, L = the longest job.
+
+    A job's last real step ends its episode (terminated, or truncated at the time limit or the horizon cut); the
+    padding after it repeats the final observation with zero action and reward and is flagged truncated, so
+    estimators that stop at episode ends (GAE, TD(N)) read only the job's own steps."""
+
+    KEYS = ("obs", "actions", "rewards", "terminated", "truncated", "next_obs")
+
+    def __init__(self, num_jobs: int):
+        self.steps = [[] for _ in range(num_jobs)]
+
+    def add(self, jobs, obs, actions, rewards, terminated, truncated, next_obs) -> None:
+        """One step of the jobs ``jobs`` [n]: obs, actions, next_obs [n, ...], rewards, terminated, truncated [n]."""
+        cols = [x.detach().cpu().numpy() for x in (obs, actions, rewards, terminated, truncated, next_obs)]
+        for i, j in enumerate(jobs.tolist()):
+            self.steps[j].append(tuple(c[i] for c in cols))
+
+    def arrays(self) -> dict:
+        J = len(self.steps)
+        L = max((len(s) for s in self.steps), default=0)
+        if J == 0 or L == 0:
+            return {"length": np.zeros(J, dtype=np.int64)}
+        first = next(s[0] for s in self.steps if s)
+        out = {k: np.zeros((L, J) + np.shape(v), dtype=np.asarray(v).dtype) for k, v in zip(self.KEYS, first)}
+        out["length"] = np.array([len(s) for s in self.steps], dtype=np.int64)
+        for j, steps in enumerate(self.steps):
+            for t, row in enumerate(steps):
+                for k, v in zip(self.KEYS, row):
+                    out[k][t, j] = v
+            n = len(steps)
+            if n and n < L:
+                out["obs"][n:, j] = out["next_obs"][n:, j] = out["next_obs"][n - 1, j]
+                out["truncated"][n:, j] = True
+        return out
+
+    @staticmethod
+    def concat(parts: list) -> dict:
+        """Job-wise concatenation of :meth:`arrays` outputs, each padded to the longest."""
+        parts = [p for p in parts if len(p["length"])]
+        if not parts:
+            return {"length": np.zeros(0, dtype=np.int64)}
+        L = max(p["obs"].shape[0] if "obs" in p else 0 for p in parts)
+        out = {"length": np.concatenate([p["length"] for p in parts])}
+        for k in TrajectoryRecorder.KEYS:
+            padded = []
+            for p in parts:
+                a = p[k]
+                if a.shape[0] < L:
+                    # repeat the last row: its flags, observations and zero action/reward are already padding
+                    a = np.concatenate([a, np.repeat(a[-1:], L - a.shape[0], axis=0)])
+                    if k in ("rewards", "actions", "terminated"):
+                        a[p[k].shape[0]:] = 0
+                    if k == "truncated":
+                        a[p[k].shape[0]:] = True
+                padded.append(a)
+            out[k] = np.concatenate(padded, axis=1)
+        return out
 
 
 def _rerollout_chunk(envs, job: dict):
@@ -173,7 +245,8 @@ def _rerollout_chunk(envs, job: dict):
     gen = torch.Generator().manual_seed(job["seed"])
     engine = RerolloutEngine(envs, job["gamma"], job["reward_scale"], job["horizon"], job["warmup"])
     G, stats = engine.returns(EnvState(tensor(job["sim"]), tensor(job["elapsed"])), policy, torch.device("cpu"), job["deterministic"],
-                              gen, first_actions=tensor(job["first_actions"]), first_mask=tensor(job["first_mask"]))
+                              gen, first_actions=tensor(job["first_actions"]), first_mask=tensor(job["first_mask"]),
+                              record=job.get("record", False))
     return G.numpy(), stats
 
 
@@ -196,18 +269,22 @@ class MCEstimator(AdvantageEstimator):
         self.horizon = horizon_from(self.cfg)
         self._venv: Optional[VectorEnv] = None
         self.gen = torch.Generator(device=ctx.device).manual_seed(self.cfg.seed + 7)
+        # score() draws from its own stream, so probing a trial does not change what it trains on
+        self.score_gen = torch.Generator(device=ctx.device).manual_seed(self.cfg.seed + 13)
 
-    def _engine(self) -> RerolloutEngine:
+    def engine(self) -> RerolloutEngine:
+        """The re-rollout engine on this estimator's env slots (built on first use, ``mc_workers`` of them)."""
         if self._venv is None:
             self._venv = self.ctx.make_env(self.cfg.mc_workers, autoreset=False)
         return RerolloutEngine(self._venv, self.cfg.gamma, self.cfg.reward_scale, self.horizon, in_workers=self.cfg.mc_in_workers)
 
-    def _job_states(self, states: EnvState) -> EnvState:
+    def job_states(self, states: EnvState) -> EnvState:
+        """Re-rollout start states under ``mc_time_limit`` (reset: elapsed counter 0)."""
         if self.cfg.mc_time_limit == "reset":
             return EnvState(states.sim, torch.zeros_like(states.elapsed))
         return states
 
-    def returns(self, rollout: Rollout, policy, samples: int) -> tuple[torch.Tensor, Optional[torch.Tensor], dict]:
+    def returns(self, rollout: Rollout, policy, samples: int, generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, Optional[torch.Tensor], dict]:
         """Mean re-rollout returns under ``policy`` with M=``samples`` each: (V [T+1, N] of s_0..s_T, or of
         s_0..s_{T-1} with a zero last row under ``mc_q=rerollout``; Q [T, N] of (s_t, a_t) under ``mc_q=rerollout``,
         else None; stats)."""
@@ -227,8 +304,8 @@ class MCEstimator(AdvantageEstimator):
             first_mask = torch.cat([first_mask, torch.ones(len(q_idx) * samples, dtype=torch.bool)])
             acts = rollout.flat(rollout.actions).cpu()
             first_actions = torch.cat([torch.zeros(len(v_idx) * samples, acts.shape[-1]), acts.repeat(samples, 1)])
-        jobs = self._job_states(states[job_idx])
-        G, stats = self._engine().returns(jobs, policy, self.ctx.device, self.cfg.mc_deterministic, self.gen,
+        jobs = self.job_states(states[job_idx])
+        G, stats = self.engine().returns(jobs, policy, self.ctx.device, self.cfg.mc_deterministic, generator or self.gen,
                                           first_actions=first_actions, first_mask=first_mask if rerolled_q else None)
         nv = len(v_idx) * samples
         V = torch.zeros((T + 1) * N)
@@ -237,8 +314,8 @@ class MCEstimator(AdvantageEstimator):
         stats["jobs"] = len(jobs)
         return V.reshape(T + 1, N), Q, stats
 
-    def estimate_with(self, rollout: Rollout, policy, samples: int) -> Estimate:
-        V, Q, stats = self.returns(rollout, policy, samples)
+    def estimate_with(self, rollout: Rollout, policy, samples: int, generator: Optional[torch.Generator] = None) -> Estimate:
+        V, Q, stats = self.returns(rollout, policy, samples, generator)
         dev = rollout.rewards.device
         V = V.to(dev)
         if Q is None:
@@ -265,12 +342,18 @@ class MCEstimator(AdvantageEstimator):
         policy = self.ctx.expert if self.cfg.mc_policy == "expert" else agent
         return self.estimate_with(rollout, policy, self.cfg.mc_samples)
 
+    def score(self, rollout: Rollout, agent) -> torch.Tensor:
+        policy = self.ctx.expert if self.cfg.mc_policy == "expert" else agent
+        return self.estimate_with(rollout, policy, self.cfg.mc_samples, self.score_gen).advantages
+
     def state_dict(self) -> dict:
-        return {"gen": self.gen.get_state()}
+        return {"gen": self.gen.get_state(), "score_gen": self.score_gen.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         if "gen" in state:
             self.gen.set_state(state["gen"])
+        if "score_gen" in state:
+            self.score_gen.set_state(state["score_gen"])
 
     def close(self) -> None:
         if self._venv is not None:
