@@ -225,6 +225,18 @@ def _cmd_quality(ns):
     print(f"results in {out}")
 
 
+def _cmd_export_policies(ns):
+    from orchestrator.policy_export import export_policies
+
+    cells = [c.strip() for c in ns.cells.split(",") if c.strip()] if ns.cells else None
+    res = export_policies(ns.run_dir, ns.out, cells, overwrite=ns.overwrite)
+    for line in res.skipped:
+        print(f"skipped: {line}")
+    for _, r in res.index.iterrows():
+        print(f"{r['cell']:<24} seed {r['seed']:<3} {r['final_success']:6.1%}  {r['file']}")
+    print(f"{len(res.index)} policies and index.csv in {ns.out}")
+
+
 def _cmd_selfclone(ns):
     from algorithms.config import FinetuneConfig
     from algorithms.selfclone import self_clone, self_clone_config
@@ -326,6 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--overwrite", action="store_true", help="remove an earlier diagnostic in --out-dir (config.json, tb/, checkpoint/) and run again")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_selfclone)
+
+    sp = sub.add_parser("export-policies", help="copy the final policy of every finished trial of some cells, with index.csv",
+                        description="Copies each finished trial's last checkpointed policy out of a grid's run directory as <cell>_s<seed>.pt and writes index.csv (cell,seed,file,final_success), so the policies can be re-evaluated without the run directory (e.g. experiments/results/seed-v2/policies/).")
+    sp.add_argument("run_dir", metavar="RUN_DIR", help="a Tune experiment directory (<storage_path>/<name>)")
+    sp.add_argument("--out", required=True, help="folder for the policies and index.csv")
+    sp.add_argument("--cells", default="", help="comma-separated cell labels (e.g. gae+ppo,mc16-expert+awr); empty: every cell")
+    sp.add_argument("--overwrite", action="store_true", help="replace policy files and index.csv already in --out")
+    sp.set_defaults(func=_cmd_export_policies)
 
     sp = sub.add_parser("eval", help="success rate of a checkpoint", description="Deterministic (and with --stochastic also stochastic) success rate of a policy checkpoint on fixed seeds.")
     sp.add_argument("--checkpoint", required=True, help="policy checkpoint (.pt); a bare ManiSkill state_dict works with --env-id")

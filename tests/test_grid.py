@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -103,6 +104,32 @@ def tiny_grid(policy_checkpoint, tmp_path_factory):
     spec = parse_spec(tiny_spec(policy_checkpoint, root / "runs", "tiny"))
     outcome = launch(spec)
     return spec, outcome
+
+
+def test_export_final_policies_with_an_index(tiny_grid, tmp_path):
+    """export-policies on the real grid: each finished trial's last policy, loadable, and its last success."""
+    from algorithms.checkpoint import load_policy
+    from orchestrator.policy_export import export_policies
+
+    spec, _ = tiny_grid
+    out = tmp_path / "policies"
+    res = export_policies(spec.run_dir, out, ["gae+ppo"])
+    assert res.skipped == [] and list(res.index["file"]) == ["gae+ppo_s1.pt"]
+    index = pd.read_csv(out / "index.csv")
+    assert list(index.columns) == ["cell", "seed", "file", "final_success"] and len(index) == 1
+    trial = next(n for n, t in tune_trials(spec.run_dir).items() if t["config"]["update"] == "ppo")
+    last = trial_history(spec.run_dir / trial)[-1]
+    assert last["iteration"] == ITERATIONS and index["final_success"][0] == pytest.approx(last["eval/success_rate"])
+    agent, ckpt = load_policy(out / "gae+ppo_s1.pt")  # hash-checked on load
+    assert ckpt["kind"] == "policy" and agent.obs_dim == 42
+    # every cell by default; bad input is one error before anything is written; nothing is overwritten silently
+    assert len(export_policies(spec.run_dir, tmp_path / "all", None).index) == 2
+    with pytest.raises(ValueError, match="has no cell 'mc16-expert\\+awr'"):
+        export_policies(spec.run_dir, tmp_path / "none", ["mc16-expert+awr"])
+    assert not (tmp_path / "none").exists()
+    with pytest.raises(ValueError, match="exists .* --overwrite"):
+        export_policies(spec.run_dir, out, ["gae+ppo"])
+    assert len(export_policies(spec.run_dir, out, ["gae+ppo"], overwrite=True).index) == 1
 
 
 def test_tiny_grid_runs_every_trial(tiny_grid):
