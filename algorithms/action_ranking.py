@@ -23,12 +23,10 @@ actions, so a V shared by the state cancels), ``sim_steps``.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 
-from algorithms.quality import advantage_quality, spearman
+from algorithms.quality import advantage_quality, oracle_estimator, spearman
 from algorithms.rollout import Rollout
 from envs.vector import EnvState
 
@@ -45,10 +43,7 @@ class ActionRankingProbe:
 
     def _mc(self):
         if self._oracle is None:
-            from algorithms.estimators.mc import MCEstimator
-
-            cfg = dataclasses.replace(self.cfg, estimator="mc", mc_policy=self.cfg.quality_policy, mc_samples=self.cfg.quality_samples)
-            self._oracle = MCEstimator(dataclasses.replace(self.ctx, cfg=cfg))
+            self._oracle = oracle_estimator(self.ctx)
         return self._oracle
 
     def _pick_states(self, rollout: Rollout):
@@ -91,9 +86,8 @@ class ActionRankingProbe:
         job_elapsed = elapsed.repeat_interleave(K * M, 0)
         job_actions = actions.cpu().repeat_interleave(M, 0)
         oracle = self._mc()
-        policy = self.ctx.expert if cfg.quality_policy == "expert" else agent
         trajectories = not estimator.needs_states
-        G, stats = oracle.engine().returns(oracle.job_states(EnvState(job_sim, job_elapsed)), policy, dev, False, oracle.gen,
+        G, stats = oracle.engine().returns(oracle.job_states(EnvState(job_sim, job_elapsed)), oracle.rollout_policy(agent), dev, False, oracle.gen,
                                            first_actions=job_actions, record=trajectories)
         q_oracle = G.reshape(S, K, M).mean(-1)
         if trajectories:

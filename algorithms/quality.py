@@ -114,6 +114,15 @@ def advantage_quality(est, ref, groups=None, prefix: str = "quality/") -> dict:
     return out
 
 
+def oracle_estimator(ctx):
+    """The quality oracle: an MC estimator of the trial's task with ``quality_samples`` re-rollouts following
+    ``quality_policy`` (its own env slots and random stream)."""
+    from algorithms.estimators.mc import MCEstimator
+
+    cfg = dataclasses.replace(ctx.cfg, estimator="mc", mc_policy=ctx.cfg.quality_policy, mc_samples=ctx.cfg.quality_samples)
+    return MCEstimator(dataclasses.replace(ctx, cfg=cfg))
+
+
 class QualityProbe:
     """``quality_mode=batch``: measures a trial's advantages on its batch against MC re-rollouts of the
     ``quality_policy`` with ``cfg.quality_samples`` samples (``algorithms.action_ranking`` is the other mode).
@@ -127,10 +136,7 @@ class QualityProbe:
 
     def _mc(self):
         if self._reference is None:
-            from algorithms.estimators.mc import MCEstimator
-
-            cfg = dataclasses.replace(self.ctx.cfg, estimator="mc", mc_policy=self.ctx.cfg.quality_policy, mc_samples=self.ctx.cfg.quality_samples)
-            self._reference = MCEstimator(dataclasses.replace(self.ctx, cfg=cfg))
+            self._reference = oracle_estimator(self.ctx)
         return self._reference
 
     def measure(self, rollout, estimate, agent=None, estimator=None) -> dict:

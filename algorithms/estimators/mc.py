@@ -205,11 +205,7 @@ class TrajectoryRecorder:
             for t, row in enumerate(steps):
                 for k, v in zip(self.KEYS, row):
                     out[k][t, j] = v
-            n = len(steps)
-            if n and n < L:
-                out["obs"][n:, j] = out["next_obs"][n:, j] = out["next_obs"][n - 1, j]
-                out["truncated"][n:, j] = True
-        return out
+        return _pad_after_length(out)
 
     @staticmethod
     def concat(parts: list) -> dict:
@@ -217,22 +213,22 @@ class TrajectoryRecorder:
         parts = [p for p in parts if len(p["length"])]
         if not parts:
             return {"length": np.zeros(0, dtype=np.int64)}
-        L = max(p["obs"].shape[0] if "obs" in p else 0 for p in parts)
+        L = max(p["obs"].shape[0] for p in parts)
         out = {"length": np.concatenate([p["length"] for p in parts])}
         for k in TrajectoryRecorder.KEYS:
-            padded = []
-            for p in parts:
-                a = p[k]
-                if a.shape[0] < L:
-                    # repeat the last row: its flags, observations and zero action/reward are already padding
-                    a = np.concatenate([a, np.repeat(a[-1:], L - a.shape[0], axis=0)])
-                    if k in ("rewards", "actions", "terminated"):
-                        a[p[k].shape[0]:] = 0
-                    if k == "truncated":
-                        a[p[k].shape[0]:] = True
-                padded.append(a)
-            out[k] = np.concatenate(padded, axis=1)
-        return out
+            out[k] = np.concatenate([np.pad(p[k], [(0, L - p[k].shape[0])] + [(0, 0)] * (p[k].ndim - 1)) for p in parts], axis=1)
+        return _pad_after_length(out)
+
+
+def _pad_after_length(tr: dict) -> dict:
+    """Fills the rows of each job j after its ``length[j]`` steps (zero-initialised) with the padding rule of
+    :class:`TrajectoryRecorder`: the final observation repeated, flagged truncated."""
+    L = tr["obs"].shape[0]
+    for j, n in enumerate(tr["length"].tolist()):
+        if 0 < n < L:
+            tr["obs"][n:, j] = tr["next_obs"][n:, j] = tr["next_obs"][n - 1, j]
+            tr["truncated"][n:, j] = True
+    return tr
 
 
 def _rerollout_chunk(envs, job: dict):
@@ -338,13 +334,15 @@ class MCEstimator(AdvantageEstimator):
             diag["mc/horizon_bias_bound"] = self.cfg.gamma ** self.horizon * abs(self.cfg.reward_scale)
         return Estimate(advantages=adv, returns=q, q=q, v=v, diagnostics=diag, sim_steps=stats["sim_steps"])
 
+    def rollout_policy(self, agent):
+        """The policy the re-rollouts follow: the expert under ``mc_policy=expert``, else ``agent``."""
+        return self.ctx.expert if self.cfg.mc_policy == "expert" else agent
+
     def estimate(self, rollout: Rollout, agent) -> Estimate:
-        policy = self.ctx.expert if self.cfg.mc_policy == "expert" else agent
-        return self.estimate_with(rollout, policy, self.cfg.mc_samples)
+        return self.estimate_with(rollout, self.rollout_policy(agent), self.cfg.mc_samples)
 
     def score(self, rollout: Rollout, agent) -> torch.Tensor:
-        policy = self.ctx.expert if self.cfg.mc_policy == "expert" else agent
-        return self.estimate_with(rollout, policy, self.cfg.mc_samples, self.score_gen).advantages
+        return self.estimate_with(rollout, self.rollout_policy(agent), self.cfg.mc_samples, self.score_gen).advantages
 
     def state_dict(self) -> dict:
         return {"gen": self.gen.get_state(), "score_gen": self.score_gen.get_state()}
