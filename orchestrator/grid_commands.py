@@ -39,7 +39,8 @@ def _cmd_grid(ns) -> None:
 def _cmd_resume(ns) -> None:
     from orchestrator.tune_runner import resume
 
-    _analyse_and_exit(resume(ns.run_dir, address=ns.address), not ns.no_analysis, not ns.no_figures)
+    resources = {k: v for k in ("cpus_per_trial", "gpus_per_trial", "mc_worker_cpus") if (v := getattr(ns, k)) is not None}
+    _analyse_and_exit(resume(ns.run_dir, address=ns.address, resources=resources), not ns.no_analysis, not ns.no_figures)
 
 
 def _cmd_submit(ns) -> None:
@@ -76,9 +77,12 @@ def add_grid_commands(sub: argparse._SubParsersAction) -> None:
     sp.set_defaults(func=_cmd_grid)
 
     sp = sub.add_parser("resume", help="continue an interrupted grid from its run directory",
-                        description="Restores the Tune experiment in RUN_DIR (which may have been moved): finished trials are kept, unfinished and failed ones continue from their last checkpoint.")
+                        description="Restores the Tune experiment in RUN_DIR (which may have been moved): finished trials are kept, unfinished and failed ones continue from their last checkpoint. --cpus-per-trial/--gpus-per-trial/--mc-worker-cpus change the resources of the unfinished trials (their configs stay); the run's spec records the change.")
     sp.add_argument("run_dir", metavar="RUN_DIR", help="the grid's run directory (<storage>/<name>)")
     sp.add_argument("--address", default=None, help="join a running Ray cluster instead of starting a local one")
+    sp.add_argument("--cpus-per-trial", type=float, default=None, metavar="N", help="CPUs for each unfinished trial from now on (default: the run's spec); e.g. more on a bigger machine")
+    sp.add_argument("--gpus-per-trial", type=float, default=None, metavar="G", help="GPUs (or a fraction of one) for each unfinished trial from now on (default: the run's spec)")
+    sp.add_argument("--mc-worker-cpus", type=int, default=None, metavar="N", help="extra CPUs for each unfinished MC trial's re-rollout workers from now on (default: the run's spec)")
     sp.add_argument("--no-analysis", action="store_true", help="do not write the analysis report at the end")
     sp.add_argument("--no-figures", action="store_true", help="the analysis at the end writes tables and report only, no figures")
     sp.set_defaults(func=_cmd_resume)

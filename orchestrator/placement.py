@@ -5,8 +5,10 @@ trials are only kept apart by the memory cap each one sets itself.  So each tria
 got to ``<trial dir>/trial/placement.json``::
 
     {"host": str, "pid": int, "device": "cuda" | "cpu", "cuda_visible_devices": str | null,
-     "ray_gpu_ids": [str], "gpu_name": str | null, "gpu_fraction": float,
+     "ray_gpu_ids": [str], "gpu_name": str | null, "gpu_fraction": float, "cpus": int | null,
      "memory_cap_mib": float | null, "peak_gpu_memory_mib": float | null}
+
+``cpus``: the CPUs of the trial's placement group (its env worker processes follow them; null outside Ray).
 
 ``peak_gpu_memory_mib`` (torch's ``max_memory_allocated``) is filled in when the trial's process ends its
 run; a crashed or interrupted attempt leaves it null.  A resumed trial rewrites the file.
@@ -27,7 +29,7 @@ PREFIX = "placement/"
 MIB = 2 ** 20
 
 
-def record_start(path: Path, device, gpu_fraction: float) -> dict:
+def record_start(path: Path, device, gpu_fraction: float, cpus: int | None = None) -> dict:
     """Write the trial's placement at start-up (``device``: the torch.device it computes on); returns the record."""
     import ray
     import torch
@@ -43,6 +45,7 @@ def record_start(path: Path, device, gpu_fraction: float) -> dict:
         "ray_gpu_ids": [str(g) for g in ray.get_gpu_ids()],
         "gpu_name": torch.cuda.get_device_name(index) if on_gpu else None,
         "gpu_fraction": gpu_fraction,
+        "cpus": cpus,
         # the cap grid_trial sets for a fractional share; a whole GPU is the trial's own
         "memory_cap_mib": round(total * gpu_fraction / MIB, 1) if on_gpu and 0 < gpu_fraction < 1 else None,
         "peak_gpu_memory_mib": None,

@@ -80,8 +80,8 @@ def grid_trial(config: dict, gpu_fraction: float = 0.0) -> None:
 
     device = resolve_device(cfg.device)
     where = out_dir / placement.PLACEMENT_FILE
-    record = placement.record_start(where, device, gpu_fraction)
     cpus = trial_cpus()
+    record = placement.record_start(where, device, gpu_fraction, cpus)
     try:
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
@@ -359,11 +359,26 @@ def launch(
 
     with _on_cluster(spec, address):
         if restore:
+            _note_resources(run_dir, saved, record, spec_text)
             return _restore(run_dir, spec, remote)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / SPEC_YAML).write_text(spec_text if spec_text is not None else yaml.safe_dump(record["spec"], sort_keys=False))
         (run_dir / SPEC_JSON).write_text(json.dumps(record, indent=1))
         return _fit(spec, run_dir, configs, remote)
+
+
+def _note_resources(run_dir: Path, saved: dict, record: dict, spec_text: Optional[str] = None) -> None:
+    """A resume under other resources than the run directory's record (a changed spec's ``resources:``, or
+    ``resume --cpus-per-trial ...``): save the new spec beside the results, so that a later plain ``resume`` keeps
+    them, and say so."""
+    old, new = saved.get("spec", {}).get("resources"), record["spec"].get("resources")
+    if old == new:
+        return
+    # Tune re-derives each restored trial's placement group from the trainable (built from this spec), so the
+    # unfinished trials take the new resources by themselves
+    print(f"resources: {old} -> {new}; the unfinished trials take the new ones", flush=True)
+    (run_dir / SPEC_JSON).write_text(json.dumps({**saved, "spec": record["spec"]}, indent=1))
+    (run_dir / SPEC_YAML).write_text(spec_text if spec_text is not None else yaml.safe_dump(record["spec"], sort_keys=False))
 
 
 def check_local_backends(configs: list) -> None:
@@ -455,17 +470,25 @@ def _sigterm_stops_tune():
         signal.signal(signal.SIGTERM, previous)
 
 
-def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None) -> GridOutcome:
+def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None, resources: Optional[dict] = None) -> GridOutcome:
     """Continue the grid in ``run_dir`` (which may have been moved since): finished trials are kept, unfinished
-    and errored ones continue from their last checkpoint."""
+    and errored ones continue from their last checkpoint.  ``resources``: ResourceSpec fields to change for the
+    trials that have not finished (e.g. ``{"cpus_per_trial": 8}`` on a bigger machine); validated like the spec's."""
     remote = None if is_local(str(run_dir)) else RemoteRun.at(str(run_dir))
     if remote is not None and not remote.exists():
         raise SpecError(f"run directory {remote.uri} does not exist")
     run_dir = Path(local_path(str(run_dir))).resolve() if remote is None else remote.pull_own_files()
     if not run_dir.is_dir():
         raise SpecError(f"run directory {run_dir} does not exist")
-    record = _read_record(run_dir)
+    saved = _read_record(run_dir)
+    record = saved
+    if resources:
+        unknown = sorted(set(resources) - set(ResourceSpec.__dataclass_fields__))
+        if unknown:
+            raise SpecError(f"resources: unknown field(s) {', '.join(unknown)}; known: {', '.join(ResourceSpec.__dataclass_fields__)}")
+        record = {**saved, "spec": {**saved["spec"], "resources": {**saved["spec"].get("resources", {}), **resources}}}
     spec = spec_from_record(record)
+    record = {**record, "spec": spec.to_dict()}
     if remote is None:
         check_storage_writable(str(run_dir))
     if remote is None and not (run_dir / "tuner.pkl").is_file():  # what Tuner.can_restore looks for, without importing Ray Tune (seconds)
@@ -475,6 +498,7 @@ def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None) -> G
     if not Tuner.can_restore(remote.uri if remote else str(run_dir)):
         raise SpecError(f"{run_dir} has no Tune state to restore (tuner.pkl is missing): the grid never started; launch it with `grid SPEC --resume`")
     with _on_cluster(spec, address):
+        _note_resources(run_dir, saved, record)
         return _restore(run_dir, spec, remote)
 
 

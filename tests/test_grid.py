@@ -20,7 +20,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from orchestrator import launches
+from orchestrator import launches, placement
+from orchestrator.rundir import TRIAL_OUT
 from orchestrator.spec import SpecError, expand_trials, parse_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -362,3 +363,22 @@ def test_sigint_stops_the_grid_resumably(policy_checkpoint, tmp_path):
     from ray.tune import Tuner
 
     assert Tuner.can_restore(str(run_dir))
+
+    # resumed with other resources (a bigger or smaller machine): the unfinished trials run with them, their
+    # configs unchanged, and the run's spec records them for later resumes
+    log2 = tmp_path / "resume.log"
+    proc = _cli(["resume", run_dir, "--cpus-per-trial", "1", "--no-analysis"], log2)
+    try:
+        rc = proc.wait(timeout=400)
+    finally:
+        _reap_group(proc)
+    out = log2.read_text()
+    assert rc == 0, out[-3000:]
+    assert f"resources: {{'cpus_per_trial': {float(os.cpu_count())}," in out and "-> {'cpus_per_trial': 1.0," in out
+    trials = tune_trials(run_dir)
+    assert len(trials) == 3 and all(t["status"] == "TERMINATED" for t in trials.values())
+    for name in trials:
+        assert json.loads((run_dir / name / TRIAL_OUT / placement.PLACEMENT_FILE).read_text())["cpus"] == 1
+        assert [h["iteration"] for h in trial_history(run_dir / name)] == list(range(ITERATIONS + 1))
+    assert json.loads((run_dir / "spec.resolved.json").read_text())["spec"]["resources"]["cpus_per_trial"] == 1
+    assert [e["event"] for e in launches.read(run_dir)] == ["start", "end", "resume", "end"]

@@ -2,7 +2,8 @@
 # The seed-v2 grid on the lent 16-core machine, in pieces that survive the 10-minute call limit: the grid runs in
 # its own process session (setsid), so it keeps running between calls while the machine stays warm (a call at
 # least every 30 s of idle), and one Tune run covers the whole device session.
-#   call 1:  bash experiments/device/seed_v2_grid.sh start 540   # unpack .device/run/run.tgz.part* if carried, launch, watch 540 s
+#   call 1:  bash experiments/device/seed_v2_grid.sh start 540   # unpack .device/run/run.tgz.part* if carried and resume it
+#            (its MC trials then take every CPU but 4: MC_CPUS overrides), else launch; watch 540 s
 #   call k:  bash experiments/device/seed_v2_grid.sh watch 560   # watch the live status for up to 560 s
 #   last:    bash experiments/device/seed_v2_grid.sh stop        # SIGINT (Tune saves its state), prune, pack into $OUT
 # What comes back ($OUT/run.tgz.part*, 15 MiB parts; grid.log) goes under .device/run/ and is carried into the next
@@ -17,7 +18,10 @@ case "${1:?start|watch|stop}" in
   start)
     mkdir -p runs/grid
     if ls .device/run/run.tgz.part* >/dev/null 2>&1 && [ ! -d "$RUN" ]; then cat .device/run/run.tgz.part* | tar xzf - -C runs/grid; fi
-    running || { setsid nohup python3 -m orchestrator grid experiments/seed-v2.yaml --resume --no-analysis >>"$LOG" 2>&1 </dev/null & echo $! >"$PIDF"; }
+    # a carried run resumes with this machine's CPUs for its MC trials (the spec's 8 re-rollout CPUs were sized for
+    # four trials at once on 16 cores; the MC cells that remain run best with the whole machine each)
+    if [ -d "$RUN" ]; then cmd=(resume "$RUN" --mc-worker-cpus "${MC_CPUS:-$(( $(nproc) - 4 ))}"); else cmd=(grid experiments/seed-v2.yaml --resume); fi
+    running || { setsid nohup python3 -m orchestrator "${cmd[@]}" --no-analysis >>"$LOG" 2>&1 </dev/null & echo $! >"$PIDF"; }
     sleep "${2:-540}"; status 8 ;;
   watch)
     end=$((SECONDS + ${2:-560})); while [ $SECONDS -lt $end ] && running; do sleep 10; done; status 8 ;;
