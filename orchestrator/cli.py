@@ -70,7 +70,7 @@ def _cmd_select(ns):
 
 def _cmd_eval(ns):
     from algorithms.checkpoint import check_fits_task, check_policy_fits, load_policy, policy_task
-    from algorithms.evaluate import evaluate
+    from algorithms.evaluate import evaluate, evaluate_fixed_steps
     from envs.backend import resolve_backend
     from envs.config import EnvConfig
     from envs.vector import make_vector_env
@@ -87,12 +87,17 @@ def _cmd_eval(ns):
         modes = [True, False] if ns.stochastic else [True]
         with tqdm(total=ns.episodes * len(modes), desc="eval", unit="ep", disable=ns.no_progress) as bar:
             for det in modes:
-                r = evaluate(agent, venv, ns.episodes, ns.seed, det, progress=bar.update)
+                if ns.protocol == "episodes":
+                    r = evaluate(agent, venv, ns.episodes, ns.seed, det, progress=bar.update)
+                else:  # the reference's count: --episodes auto-resetting envs, each run for one episode's steps
+                    r = evaluate_fixed_steps(agent, venv, ns.episodes, ns.seed, det)
+                    bar.update(ns.episodes)
                 results["deterministic" if det else "stochastic"] = r.as_dict()
+    what = "episodes" if ns.protocol == "episodes" else f"episodes ended in {ns.episodes} envs x one episode's steps (reference count)"
     for mode, r in results.items():
-        print(f"{mode:>13}: success {r['success_rate'] * 100:.1f}% over {r['episodes']} episodes (mean return {r['mean_return']:.3f}, mean length {r['mean_length']:.1f})")
+        print(f"{mode:>13}: success {r['success_rate'] * 100:.1f}% over {r['episodes']} {what} (mean return {r['mean_return']:.3f}, mean length {r['mean_length']:.1f})")
     if ns.json:
-        print(json.dumps({"checkpoint": str(ns.checkpoint), "env_id": env_id, "backend": venv.backend, **results}))
+        print(json.dumps({"checkpoint": str(ns.checkpoint), "env_id": env_id, "backend": venv.backend, "protocol": ns.protocol, **results}))
 
 
 def _check_counts(ns, **minimum) -> None:
@@ -355,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--backend", default="auto", choices=["auto", "gpu", "cpu"], help="simulation backend (default: auto)")
     sp.add_argument("--env-id", default=None, help="override the env id recorded in the checkpoint")
     sp.add_argument("--stochastic", action="store_true", help="also evaluate with sampled actions")
+    sp.add_argument("--protocol", default="episodes", choices=["episodes", "reference"], help="episodes: --episodes whole episodes from fixed seeds (default); reference: the reference code's count, --episodes auto-resetting envs run one episode's steps and every episode that ends counts (leans towards success)")
     sp.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_eval)

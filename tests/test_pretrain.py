@@ -104,6 +104,19 @@ def test_eval_prints_the_success_rate_of_the_expert(expert_checkpoint, run_cli):
     assert f"{res['deterministic']['success_rate'] * 100:.1f}%" in lines[0]
 
 
+def test_eval_with_the_reference_count(expert_checkpoint, run_cli):
+    """--protocol reference: 4 auto-resetting envs run one episode's steps; every episode that ends counts, so an
+    expert that succeeds early may end more episodes than envs."""
+    r = run_cli("eval", "--checkpoint", expert_checkpoint, "--episodes", 4, "--num-envs", 2, "--backend", "cpu",
+                "--protocol", "reference", "--no-progress", "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.strip().splitlines()
+    assert "episodes ended in 4 envs x one episode's steps (reference count)" in lines[0]
+    res = json.loads(lines[-1])
+    assert res["protocol"] == "reference" and res["deterministic"]["episodes"] >= 4
+    assert res["deterministic"]["success_rate"] >= 0.5
+
+
 def test_eval_of_a_bare_state_dict_needs_an_env_id(tmp_path, run_cli, policy_checkpoint):
     bare = tmp_path / "bare.pt"
     torch.save(torch.load(policy_checkpoint, weights_only=True)["model"], bare)
