@@ -26,6 +26,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from algorithms import rng
 from algorithms.checkpoint import CheckpointError, atomic_torch_save, check_policy_fits, check_writable_dir, load_policy, save_policy
 from algorithms.config import FinetuneConfig
 from algorithms.estimators import TrialContext, make_estimator
@@ -247,8 +248,11 @@ def run_trial(
         agent.to(device)
         rule.load_state_dict(st["rule"])
         estimator.load_state_dict(st["estimator"])
-        for k, s in st["rng"].items():
-            gens[k].set_state(s)
+        same_kind = [rng.restore(gens[k], s) for k, s in st["rng"].items()]
+        if not all(same_kind):
+            print(f"resumed on a {device.type} machine from a checkpoint saved on another kind: the random streams "
+                  "continue from seeds derived from the saved ones (results stay valid; they do not replay the other "
+                  "machine's draws)", flush=True)
         history, totals, start_iter = st["history"], st["totals"], st["iteration"]
         offline_batch = st.get("offline_batch")
 

@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from algorithms import rng
 from algorithms.agent import Agent
 from algorithms.checkpoint import atomic_torch_save, atomic_write_text, save_policy
 from algorithms.config import require_at_least
@@ -158,8 +159,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = True, progress: bool = True, ma
         st = torch.load(state_path, map_location="cpu", weights_only=False)
         agent.load_state_dict(st["agent"])
         optimizer.load_state_dict(st["optimizer"])
-        gen.set_state(st["gen"])
-        act_gen.set_state(st["act_gen"])
+        rng.restore(gen, st["gen"])
+        rng.restore(act_gen, st["act_gen"])
         iteration, env_steps, wall = st["iteration"], st["env_steps"], st["wall_time"]
     ladder_path = out / "ladder.csv"
     if not ladder_path.exists():

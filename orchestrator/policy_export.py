@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import pandas as pd
 
-from orchestrator.rundir import NotAnExperimentError
+from orchestrator.rundir import NotAnExperimentError, open_experiment
 
 INDEX = "index.csv"
 POLICY_FILE = "policy.pt"
@@ -36,12 +36,10 @@ def export_policies(run_dir, out_dir, cells: Optional[Sequence[str]] = None, ove
     """Copies the final policies of the finished trials of ``cells`` (all cells when None) from ``run_dir`` into
     ``out_dir`` and writes ``out_dir/index.csv``.  Raises ValueError (one line) before writing anything when the
     directory is not a Tune experiment, a named cell is not in it, or a file to write exists and not ``overwrite``."""
-    from ray.tune import ExperimentAnalysis
-
     run_dir, out_dir = Path(run_dir).expanduser().resolve(), Path(out_dir).expanduser()
     if not list(run_dir.glob("experiment_state-*.json")):
         raise NotAnExperimentError(f"{run_dir} is not a Tune experiment directory (no experiment_state-*.json)")
-    ea = ExperimentAnalysis(str(run_dir))
+    ea = open_experiment(run_dir)
     present = sorted({_cell(t.config or {}) for t in ea.trials})
     wanted = list(present if cells is None else cells)
     unknown = [c for c in wanted if c not in present]

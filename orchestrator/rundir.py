@@ -25,7 +25,9 @@ never reported, with ``reported`` and ``last_iteration``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,14 +201,34 @@ def _trial_dirs(run_dir: Path) -> list[Path]:
     return sorted(p for p in run_dir.iterdir() if p.is_dir() and ((p / PARAMS_JSON).is_file() or (p / RESULT_JSON).is_file()))
 
 
+@contextlib.contextmanager
+def quiet_missing_results():
+    """Within the block, Tune's ``ExperimentAnalysis`` (which ``Tuner.restore`` and ``ResultGrid`` build too) does
+    not warn about trials without a result file: trials that never started (a grid stopped early) have none by
+    design, and a trial that reported but lost its file is warned about by :func:`_tune_trials` itself."""
+    log = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def open_experiment(run_dir: Path):
+    """Tune's ``ExperimentAnalysis`` of ``run_dir`` (see :func:`quiet_missing_results`)."""
+    from ray.tune import ExperimentAnalysis
+
+    with quiet_missing_results():
+        return ExperimentAnalysis(str(run_dir))
+
+
 def _tune_trials(run_dir: Path, warnings: list[str]) -> Optional[list[_Trial]]:
     """Every trial Tune's ExperimentAnalysis knows, or None when Tune cannot open the directory."""
     if not list(run_dir.glob("experiment_state-*.json")):
         return None
-    from ray.tune import ExperimentAnalysis
-
     try:
-        ea = ExperimentAnalysis(str(run_dir))
+        ea = open_experiment(run_dir)
     except Exception as e:  # a torn or foreign state file: the raw files still hold the results
         warnings.append(f"{run_dir}: Tune could not read its experiment state ({type(e).__name__}: {e}); read the trial files directly")
         return None

@@ -40,7 +40,7 @@ import yaml
 
 from algorithms.config import FinetuneConfig
 from orchestrator import launches
-from orchestrator.rundir import SPEC_JSON, SPEC_YAML, TRIAL_OUT
+from orchestrator.rundir import SPEC_JSON, SPEC_YAML, TRIAL_OUT, quiet_missing_results
 from orchestrator.search import cell_key, num_trials
 from orchestrator.spec import (
     GridSpec, ResourceSpec, SpecError, cell_overrides, check_resources, check_storage_writable, expand_trials, load_spec,
@@ -435,7 +435,7 @@ def _fit(spec: GridSpec, run_dir: Path, configs: list, remote: Optional[RemoteRu
         ),
         run_config=_run_config(spec, run_dir),
     )
-    with _sigterm_stops_tune():
+    with _sigterm_stops_tune(), quiet_missing_results():
         results = tuner.fit()
     if len(results) != expected:
         raise RuntimeError(f"Tune generated {len(results)} trials, the spec expands to {expected}")
@@ -446,11 +446,12 @@ def _fit(spec: GridSpec, run_dir: Path, configs: list, remote: Optional[RemoteRu
 def _restore(run_dir: Path, spec: GridSpec, remote: Optional[RemoteRun] = None) -> GridOutcome:
     from ray.tune import Tuner
 
-    tuner = Tuner.restore(remote.uri if remote else str(run_dir), trainable=build_trainable(spec), resume_errored=True)
+    with quiet_missing_results():
+        tuner = Tuner.restore(remote.uri if remote else str(run_dir), trainable=build_trainable(spec), resume_errored=True)
     launches.record_launch(run_dir, "resume")
     if remote is not None:
         remote.push()
-    with _sigterm_stops_tune():
+    with _sigterm_stops_tune(), quiet_missing_results():
         results = tuner.fit()
     return _finish(run_dir, results, remote)
 

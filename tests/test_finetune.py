@@ -123,3 +123,29 @@ def test_start_logstd_sets_the_start_policys_noise(tmp_path):
     assert _comparable(a)[0] == _comparable(b)[0]
     after, _ = load_policy(tmp_path / "a" / "checkpoint" / "policy.pt")
     assert torch.allclose(after.actor_logstd, torch.full_like(after.actor_logstd, -1.3), atol=1e-6)
+
+
+def test_a_trial_checkpointed_on_a_gpu_machine_resumes_on_a_cpu_one(tmp_path, capsys):
+    """A GPU machine's trial state carries CUDA generator states (16 bytes: seed and offset), which a CPU generator
+    cannot take (the seed-v2 grid's MC trials, moved from the lent machine to this one, failed so). The resume seeds
+    its generators from them instead, says so, and finishes; resumed twice, the same numbers."""
+    import shutil
+
+    cfg = tiny_cfg("mc", "awr")
+    at1 = tmp_path / "at1"
+
+    def keep_iteration_1(metrics, checkpoint_dir):
+        if metrics["iteration"] == 1:
+            shutil.copytree(checkpoint_dir, at1)
+
+    run_trial(cfg, tmp_path / "a", report=keep_iteration_1)
+    st = torch.load(at1 / TRIAL_STATE, weights_only=False)
+    cuda_state = lambda i: torch.arange(16, dtype=torch.uint8) + i
+    st["rng"] = {k: cuda_state(i) for i, k in enumerate(st["rng"])}
+    st["estimator"] = {k: (cuda_state(9) if k in ("gen", "score_gen") else v) for k, v in st["estimator"].items()}
+    torch.save(st, at1 / TRIAL_STATE)
+    b = run_trial(cfg, tmp_path / "b", resume_from=at1)
+    assert "the random streams continue from seeds derived from the saved ones" in capsys.readouterr().out
+    c = run_trial(cfg, tmp_path / "c", resume_from=at1)
+    assert [h["iteration"] for h in b] == [0, 1, 2]
+    assert _comparable(b) == _comparable(c)

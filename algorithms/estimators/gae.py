@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from algorithms import rng
 from algorithms.estimators.base import AdvantageEstimator, Estimate, TrialContext
 from algorithms.optim import optimizer_step
 from algorithms.rollout import Rollout
@@ -127,7 +128,7 @@ class CriticEstimator(AdvantageEstimator):
 
     def load_state_dict(self, state: dict) -> None:
         if "gen" in state:
-            self.gen.set_state(state["gen"])
+            rng.restore(self.gen, state["gen"])
         if self._optimizer is not None and state.get("optimizer"):
             self._optimizer.load_state_dict(state["optimizer"])
         else:

@@ -11,6 +11,7 @@ from typing import Optional
 
 import torch
 
+from algorithms import rng
 from algorithms.checkpoint import CheckpointError
 from algorithms.estimators.base import AdvantageEstimator, Estimate, TrialContext
 from algorithms.rollout import Rollout
@@ -94,7 +95,7 @@ class IQLEstimator(AdvantageEstimator):
         if state.get("checkpoint_sha256") != self.checkpoint_sha256:
             raise CheckpointError(f"the saved {self.name} estimator state was trained from another Q/V checkpoint than {self.cfg.iql_checkpoint}")
         self.learner.load_state_dict(state["learner"])
-        self.gen.set_state(state["gen"])
+        rng.restore(self.gen, state["gen"])
 
 
 class SarsaEstimator(IQLEstimator):

@@ -29,6 +29,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from algorithms import rng
 from algorithms.agent import Agent, actor_payload, agent_from_payload
 from algorithms.estimators.base import AdvantageEstimator, Estimate, TrialContext
 from algorithms.rollout import Rollout
@@ -349,9 +350,9 @@ class MCEstimator(AdvantageEstimator):
 
     def load_state_dict(self, state: dict) -> None:
         if "gen" in state:
-            self.gen.set_state(state["gen"])
+            rng.restore(self.gen, state["gen"])
         if "score_gen" in state:
-            self.score_gen.set_state(state["score_gen"])
+            rng.restore(self.score_gen, state["score_gen"])
 
     def close(self) -> None:
         if self._venv is not None:
