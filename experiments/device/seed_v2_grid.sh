@@ -20,7 +20,8 @@ case "${1:?start|watch|stop}" in
     if ls .device/run/run.tgz.part* >/dev/null 2>&1 && [ ! -d "$RUN" ]; then cat .device/run/run.tgz.part* | tar xzf - -C runs/grid; fi
     # a carried run resumes with this machine's CPUs for its MC trials (the spec's 8 re-rollout CPUs were sized for
     # four trials at once on 16 cores; the MC cells that remain run best with the whole machine each)
-    if [ -d "$RUN" ]; then cmd=(resume "$RUN" --mc-worker-cpus "${MC_CPUS:-$(( $(nproc) - 4 ))}"); else cmd=(grid experiments/seed-v2.yaml --resume); fi
+    # (the spec's CPUs and GPU share for the rest: a run last resumed elsewhere may carry other resources)
+    if [ -d "$RUN" ]; then cmd=(resume "$RUN" --cpus-per-trial 4 --gpus-per-trial 0.125 --mc-worker-cpus "${MC_CPUS:-$(( $(nproc) - 4 ))}"); else cmd=(grid experiments/seed-v2.yaml --resume); fi
     running || { setsid nohup python3 -m orchestrator "${cmd[@]}" --no-analysis >>"$LOG" 2>&1 </dev/null & echo $! >"$PIDF"; }
     sleep "${2:-540}"; status 8 ;;
   watch)
