@@ -22,7 +22,9 @@ case "${1:?start|watch|stop}" in
     # four trials at once on 16 cores; the MC cells that remain run best with the whole machine each)
     # (the spec's CPUs and GPU share for the rest: a run last resumed elsewhere may carry other resources)
     if [ -d "$RUN" ]; then cmd=(resume "$RUN" --cpus-per-trial 4 --gpus-per-trial 0.125 --mc-worker-cpus "${MC_CPUS:-$(( $(nproc) - 4 ))}"); else cmd=(grid experiments/seed-v2.yaml --resume); fi
-    running || { setsid nohup python3 -m orchestrator "${cmd[@]}" --no-analysis >>"$LOG" 2>&1 </dev/null & echo $! >"$PIDF"; }
+    # the process writes its own PID: where setsid has to fork (a shell with job control), $! is not the grid's
+    running || { setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$PIDF" python3 -m orchestrator "${cmd[@]}" --no-analysis >>"$LOG" 2>&1 </dev/null & }
+    sleep 1
     sleep "${2:-540}"; status 8 ;;
   watch)
     end=$((SECONDS + ${2:-560})); while [ $SECONDS -lt $end ] && running; do sleep 10; done; status 8 ;;
