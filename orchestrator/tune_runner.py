@@ -362,8 +362,7 @@ def launch(
             _note_resources(run_dir, saved, record, spec_text)
             return _restore(run_dir, spec, remote)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / SPEC_YAML).write_text(spec_text if spec_text is not None else yaml.safe_dump(record["spec"], sort_keys=False))
-        (run_dir / SPEC_JSON).write_text(json.dumps(record, indent=1))
+        _write_record(run_dir, record, spec_text)
         return _fit(spec, run_dir, configs, remote)
 
 
@@ -377,8 +376,13 @@ def _note_resources(run_dir: Path, saved: dict, record: dict, spec_text: Optiona
     # Tune re-derives each restored trial's placement group from the trainable (built from this spec), so the
     # unfinished trials take the new resources by themselves
     print(f"resources: {old} -> {new}; the unfinished trials take the new ones", flush=True)
-    (run_dir / SPEC_JSON).write_text(json.dumps({**saved, "spec": record["spec"]}, indent=1))
+    _write_record(run_dir, {**saved, "spec": record["spec"]}, spec_text)
+
+
+def _write_record(run_dir: Path, record: dict, spec_text: Optional[str] = None) -> None:
+    """The spec beside the results: ``spec.yaml`` (the file as given, else the validated spec) and ``spec.resolved.json``."""
     (run_dir / SPEC_YAML).write_text(spec_text if spec_text is not None else yaml.safe_dump(record["spec"], sort_keys=False))
+    (run_dir / SPEC_JSON).write_text(json.dumps(record, indent=1))
 
 
 def check_local_backends(configs: list) -> None:
@@ -483,10 +487,7 @@ def resume(run_dir: Union[str, os.PathLike], address: Optional[str] = None, reso
         raise SpecError(f"run directory {run_dir} does not exist")
     saved = _read_record(run_dir)
     record = saved
-    if resources:
-        unknown = sorted(set(resources) - set(ResourceSpec.__dataclass_fields__))
-        if unknown:
-            raise SpecError(f"resources: unknown field(s) {', '.join(unknown)}; known: {', '.join(ResourceSpec.__dataclass_fields__)}")
+    if resources:  # validated with the rest of the spec (parse_spec names an unknown or bad field)
         record = {**saved, "spec": {**saved["spec"], "resources": {**saved["spec"].get("resources", {}), **resources}}}
     spec = spec_from_record(record)
     record = {**record, "spec": spec.to_dict()}
