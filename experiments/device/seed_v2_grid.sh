@@ -47,7 +47,13 @@ for trial in Path(sys.argv[1]).iterdir():
         if finished and ck == cks[-1] and trial.name.split("_s")[0] in keep_policy:
             (ck / "trial_state.pt").unlink(missing_ok=True)  # the policy stays for policies/, the resume state goes
             continue
-        shutil.rmtree(ck)
+        # an unfinished trial's older checkpoints are emptied, not removed: Tune still lists them and deletes them
+        # itself (num_to_keep) when the resumed trial checkpoints, and a missing one fails that checkpoint's handling
+        if finished:
+            shutil.rmtree(ck)
+        else:
+            for p in ck.iterdir():
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
 PY
     cp "$LOG" "$OUT/grid.log"; du -sh "$RUN"
     tar czf "$OUT/run.tgz" -C runs/grid seed-v2 && (cd "$OUT" && split -b 15M run.tgz run.tgz.part && rm run.tgz); ls -l "$OUT" ;;
