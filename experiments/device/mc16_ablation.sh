@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Issue 9: one-change ablations of the seed-v2 mc16-expert+awr cell (reference: 43.8 -> 81.0% after its first update;
+# ours 47.7 -> 50.8%). Every arm is the cell's protocol (experiments/seed-v2.yaml) plus the flags given for it, same
+# seed, same CPU share; the arms run at once, each on its own slice of the CPUs (taskset) and GPU, no quality probe.
+# The run outlives a call (setsid), so a call at least every 30 s of idle keeps the machine and the arms running.
+#   bash experiments/device/mc16_ablation.sh start ITERS SEED 'FLAGS A' 'FLAGS B' ...   e.g.
+#        bash experiments/device/mc16_ablation.sh start 2 1 '--start-logstd=-1.5' '--start-logstd=-1.75'
+#   bash experiments/device/mc16_ablation.sh watch SECONDS      # until every arm has finished, or SECONDS
+#   bash experiments/device/mc16_ablation.sh report             # each arm's flags and success curve -> $OUT/mc16_ablation.txt
+# About 2.6 M re-rollout steps per iteration at the start: about 7 minutes per iteration on 28 CPUs (session 7).
+set -uo pipefail
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PYTHONWARNINGS="ignore::UserWarning" OMP_NUM_THREADS=1
+D=runs/mc16-ablation
+case "${1:?start|watch|report}" in
+  start)
+    ITERS=${2:?iterations}; SEED=${3:?seed}; shift 3
+    # (nproc would obey OMP_NUM_THREADS)
+    n=$#; cpus=$(getconf _NPROCESSORS_ONLN); per=$((cpus / n > 0 ? cpus / n : 1)); gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+    mkdir -p "$D"; i=0
+    for flags in "$@"; do
+      lo=$((i * per)); hi=$((lo + per - 1))
+      echo "$flags" >"$D/arm$i.flags"
+      # shellcheck disable=SC2086  # the flags are words
+      CUDA_VISIBLE_DEVICES=$((gpus > 0 ? i % gpus : 0)) setsid nohup taskset -c "$lo-$hi" python3 -m orchestrator finetune \
+        --spec experiments/seed-v2.yaml --cell mc16-expert+awr --seed "$SEED" --num-iterations "$ITERS" --quality-every 0 \
+        --mc-workers 128 $flags --out-dir "$D/arm$i" --overwrite --no-progress >"$D/arm$i.log" 2>&1 </dev/null &
+      i=$((i + 1))
+    done
+    sleep 5; tail -n 2 "$D"/arm*.log ;;
+  watch)
+    end=$((SECONDS + ${2:-560}))
+    while [ $SECONDS -lt $end ] && pgrep -f "out-dir $D/arm" >/dev/null; do sleep 10; done
+    tail -n 1 "$D"/arm*.log ;;
+  report)
+    python3 - "$D" <<'PY' | tee -a "${OUT:-.}/mc16_ablation.txt"
+import glob, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+for d in sorted(glob.glob(sys.argv[1] + "/arm*/")):
+    flags = open(d.rstrip("/") + ".flags").read().strip()
+    ev = glob.glob(d + "tb/*")
+    if not ev:
+        print(f"{flags:30s} no results"); continue
+    ea = EventAccumulator(ev[0]); ea.Reload()
+    tags = ea.Tags()["scalars"]
+    curve = lambda k: [round(100 * e.value, 1) for e in ea.Scalars(k)] if k in tags else []
+    print(f"{flags:30s} success {curve('eval/success_rate')}  train {curve('charts/train_success')}")
+PY
+    ;;
+esac
