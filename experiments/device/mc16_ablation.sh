@@ -7,7 +7,8 @@
 #        bash experiments/device/mc16_ablation.sh start 2 1 '--start-logstd=-1.5' '--start-logstd=-1.75'
 #   bash experiments/device/mc16_ablation.sh watch SECONDS      # until every arm has finished, or SECONDS
 #   bash experiments/device/mc16_ablation.sh report             # each arm's flags and success curve -> $OUT/mc16_ablation.txt
-# About 2.6 M re-rollout steps per iteration at the start: about 7 minutes per iteration on 28 CPUs (session 7).
+# Packages staged in /tmp/site first, as for seed_v2_grid.sh. About 2.6 M re-rollout steps in the first iteration:
+# about 7 minutes on 28 CPUs (session 7), so about 12 on 16.
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PYTHONWARNINGS="ignore::UserWarning" OMP_NUM_THREADS=1
 D=runs/mc16-ablation
