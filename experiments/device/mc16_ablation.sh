@@ -46,5 +46,7 @@ for d in sorted(glob.glob(sys.argv[1] + "/arm*/")):
     curve = lambda k: [round(100 * e.value, 1) for e in ea.Scalars(k)] if k in tags else []
     print(f"{flags:30s} success {curve('eval/success_rate')}  train {curve('charts/train_success')}")
 PY
+    # the arms' configs, logs and TensorBoard files come back too (a few hundred KB), to commit beside the README
+    [ -n "${OUT:-}" ] && tar czf "$OUT/mc16_ablation_arms.tgz" "$D"/arm*.flags "$D"/arm*.log "$D"/arm*/config.json "$D"/arm*/tb 2>/dev/null
     ;;
 esac
