@@ -24,7 +24,7 @@ case "${1:?start|watch|report}" in
       # shellcheck disable=SC2086  # the flags are words
       CUDA_VISIBLE_DEVICES=$((gpus > 0 ? i % gpus : 0)) setsid nohup taskset -c "$lo-$hi" python3 -m orchestrator finetune \
         --spec experiments/seed-v2.yaml --cell mc16-expert+awr --seed "$SEED" --num-iterations "$ITERS" --quality-every 0 \
-        --mc-workers 128 $flags --out-dir "$D/arm$i" --overwrite --no-progress >"$D/arm$i.log" 2>&1 </dev/null &
+        $flags --out-dir "$D/arm$i" --overwrite --no-progress >"$D/arm$i.log" 2>&1 </dev/null &
       i=$((i + 1))
     done
     sleep 5; tail -n 2 "$D"/arm*.log ;;
