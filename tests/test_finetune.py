@@ -22,7 +22,7 @@ SPEC_METRICS = [
     "charts/env_steps", "charts/sim_steps", "charts/SPS",
 ]
 TINY = dict(
-    num_envs=1, num_steps=6, num_iterations=2, num_eval_episodes=2, minibatch_size=6, update_epochs=1,
+    num_envs=1, num_steps=6, num_iterations=2, num_eval_episodes=1, minibatch_size=6, update_epochs=1,
     mc_samples=1, mc_workers=1, gae_critic_epochs=1, iql_checkpoint=f"{CK}/iql.pt", backend="cpu", device="cpu",
 )
 

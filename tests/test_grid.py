@@ -341,10 +341,10 @@ def test_driver_killed_mid_grid_then_resumed(tiny_grid, policy_checkpoint, tmp_p
 
 def test_sigint_stops_the_grid_resumably(policy_checkpoint, tmp_path):
     """Ctrl+C (a real SIGINT to the CLI driver): Tune saves its state and stops; the command says the trials are
-    unfinished (the running one and the two still pending: never-started trials are not "finished"), how to
+    unfinished (the running one and the one still pending: a never-started trial is not "finished"), how to
     resume, and exits 1."""
-    # each trial takes every CPU: one runs, two wait
-    d = tiny_spec(policy_checkpoint, tmp_path / "runs", "interrupted", updates=["ppo"], seeds=3,
+    # each trial takes every CPU: one runs, one waits
+    d = tiny_spec(policy_checkpoint, tmp_path / "runs", "interrupted", updates=["ppo"], seeds=2,
                   resources={"cpus_per_trial": os.cpu_count()})
     run_dir = tmp_path / "runs" / "interrupted"
     log = tmp_path / "driver.log"
@@ -357,8 +357,8 @@ def test_sigint_stops_the_grid_resumably(policy_checkpoint, tmp_path):
         _reap_group(proc)
     out = log.read_text()
     assert rc == 1, out[-3000:]
-    assert "0/3 trials finished, 0 failed" in out and f"continue with `python -m orchestrator resume {run_dir}`" in out
-    assert "3 trials unfinished" in out and "3 stopped" in out
+    assert "0/2 trials finished, 0 failed" in out and f"continue with `python -m orchestrator resume {run_dir}`" in out
+    assert "2 trials unfinished" in out and "2 stopped" in out
     assert [(e["event"], e.get("finished")) for e in launches.read(run_dir)] == [("start", None), ("end", 0)]
     from ray.tune import Tuner
 
@@ -376,7 +376,7 @@ def test_sigint_stops_the_grid_resumably(policy_checkpoint, tmp_path):
     assert rc == 0, out[-3000:]
     assert f"resources: {{'cpus_per_trial': {float(os.cpu_count())}," in out and "-> {'cpus_per_trial': 1.0," in out
     trials = tune_trials(run_dir)
-    assert len(trials) == 3 and all(t["status"] == "TERMINATED" for t in trials.values())
+    assert len(trials) == 2 and all(t["status"] == "TERMINATED" for t in trials.values())
     for name in trials:
         assert json.loads((run_dir / name / TRIAL_OUT / placement.PLACEMENT_FILE).read_text())["cpus"] == 1
         assert [h["iteration"] for h in trial_history(run_dir / name)] == list(range(ITERATIONS + 1))
