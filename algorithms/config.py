@@ -48,6 +48,8 @@ class FinetuneConfig:
     start_logstd: Optional[float] = h(None, "set the start policy's log-std to this on every action dim before finetuning "
                                       "(the reference: -1.5, its ckpt_76_logstd-1.5); null keeps the checkpoint's")
     expert_checkpoint: str = h("experiments/checkpoints/pickcube/expert.pt", "pi* for MC re-rollouts (mc_policy=expert) and the quality probe")
+    expert_logstd: Optional[float] = h(None, "set pi*'s log-std to this on every action dim, for its re-rollouts and the quality probe "
+                                       "(an ablation: a noisier, less forgiving pi*); null keeps the checkpoint's, as the reference")
     seed: int = h(1, "seeds the networks' sampling, minibatch order and every env reset of the trial")
     backend: str = h("auto", "simulation backend: auto (gpu if CUDA and SAPIEN's GPU PhysX exist) | gpu | cpu")
     device: str = h("auto", "torch device for the networks: auto = cuda if available, else cpu")

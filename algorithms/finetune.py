@@ -166,6 +166,15 @@ def needs_expert(cfg: FinetuneConfig) -> bool:
     return (cfg.estimator == "mc" and cfg.mc_policy == "expert") or (cfg.quality_every > 0 and cfg.quality_policy == "expert")
 
 
+def load_expert(cfg: FinetuneConfig, device, obs_dim: int, act_dim: int):
+    """pi* from ``cfg.expert_checkpoint`` in eval mode, its log-std [1, act_dim] set to ``cfg.expert_logstd`` if given."""
+    expert, _ = load_policy(cfg.expert_checkpoint, device=device, env_id=cfg.env_id, obs_dim=obs_dim, act_dim=act_dim)
+    if cfg.expert_logstd is not None:
+        with torch.no_grad():
+            expert.actor_logstd.fill_(cfg.expert_logstd)
+    return expert.eval()
+
+
 def _rng_state(gens: dict) -> dict:
     return {k: g.get_state() for k, g in gens.items()}
 
@@ -204,10 +213,7 @@ def run_trial(
     if cfg.start_logstd is not None:  # a resumed trial's own weights load later and replace this
         with torch.no_grad():
             agent.actor_logstd.fill_(cfg.start_logstd)
-    expert = None
-    if needs_expert(cfg):
-        expert, _ = load_policy(cfg.expert_checkpoint, device=device, env_id=cfg.env_id, obs_dim=agent.obs_dim, act_dim=agent.act_dim)
-        expert.eval()
+    expert = load_expert(cfg, device, agent.obs_dim, agent.act_dim) if needs_expert(cfg) else None
 
     env_cfg = EnvConfig(cfg.env_id, cfg.num_envs, cfg.control_mode, "sparse", backend=cfg.backend, num_workers=cpus)
 

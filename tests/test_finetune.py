@@ -125,6 +125,25 @@ def test_start_logstd_sets_the_start_policys_noise(tmp_path):
     assert torch.allclose(after.actor_logstd, torch.full_like(after.actor_logstd, -1.3), atol=1e-6)
 
 
+def test_expert_logstd_sets_pi_stars_noise_and_keeps_its_mean():
+    """--expert-logstd (an ablation; the reference keeps the checkpoint's) changes only pi*'s log-std, and the copy
+    that acts inside the env workers for the re-rollouts carries it."""
+    from algorithms.agent import actor_payload, agent_from_payload
+    from algorithms.checkpoint import load_policy
+    from algorithms.finetune import load_expert
+
+    stored, _ = load_policy(f"{CK}/expert.pt")
+    cpu = torch.device("cpu")
+    kept = load_expert(tiny_cfg("mc", "awr"), cpu, stored.obs_dim, stored.act_dim)
+    assert torch.equal(kept.actor_logstd, stored.actor_logstd) and not kept.training
+    noisy = load_expert(tiny_cfg("mc", "awr", expert_logstd=-0.75), cpu, stored.obs_dim, stored.act_dim)
+    assert torch.equal(noisy.actor_logstd, torch.full_like(stored.actor_logstd, -0.75)) and not noisy.training
+    means = {k: v for k, v in stored.state_dict().items() if k.startswith("actor_mean")}
+    assert means and all(torch.equal(noisy.state_dict()[k], v) for k, v in means.items())
+    in_worker = agent_from_payload(actor_payload(noisy))
+    assert torch.equal(in_worker.actor_logstd, noisy.actor_logstd)
+
+
 def test_a_trial_checkpointed_on_a_gpu_machine_resumes_on_a_cpu_one(tmp_path, capsys):
     """A GPU machine's trial state carries CUDA generator states (16 bytes: seed and offset), which a CPU generator
     cannot take (the seed-v2 grid's MC trials, moved from the lent machine to this one, failed so). The resume seeds
