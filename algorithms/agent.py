@@ -38,6 +38,12 @@ class Agent(nn.Module):
         self.actor_mean = mlp(obs_dim, act_dim, out_std=0.01 * math.sqrt(2))
         self.actor_logstd = nn.Parameter(torch.full((1, act_dim), float(init_logstd)))
 
+    def set_logstd(self, logstd: float) -> "Agent":
+        """Set ``actor_logstd`` [1, act_dim] to ``logstd`` on every action dim (not a gradient step); returns self."""
+        with torch.no_grad():
+            self.actor_logstd.fill_(float(logstd))
+        return self
+
     def get_value(self, obs: torch.Tensor) -> torch.Tensor:
         """obs [B, obs_dim] -> V(s) [B]."""
         return self.critic(obs).squeeze(-1)

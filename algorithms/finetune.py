@@ -170,8 +170,7 @@ def load_expert(cfg: FinetuneConfig, device, obs_dim: int, act_dim: int):
     """pi* from ``cfg.expert_checkpoint`` in eval mode, its log-std [1, act_dim] set to ``cfg.expert_logstd`` if given."""
     expert, _ = load_policy(cfg.expert_checkpoint, device=device, env_id=cfg.env_id, obs_dim=obs_dim, act_dim=act_dim)
     if cfg.expert_logstd is not None:
-        with torch.no_grad():
-            expert.actor_logstd.fill_(cfg.expert_logstd)
+        expert.set_logstd(cfg.expert_logstd)
     return expert.eval()
 
 
@@ -211,8 +210,7 @@ def run_trial(
 
     agent, start_ck = load_policy(cfg.start_checkpoint, device=device, env_id=cfg.env_id, control_mode=cfg.control_mode)
     if cfg.start_logstd is not None:  # a resumed trial's own weights load later and replace this
-        with torch.no_grad():
-            agent.actor_logstd.fill_(cfg.start_logstd)
+        agent.set_logstd(cfg.start_logstd)
     expert = load_expert(cfg, device, agent.obs_dim, agent.act_dim) if needs_expert(cfg) else None
 
     env_cfg = EnvConfig(cfg.env_id, cfg.num_envs, cfg.control_mode, "sparse", backend=cfg.backend, num_workers=cpus)

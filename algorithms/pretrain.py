@@ -84,10 +84,7 @@ def _at_logstd(agent: Agent, logstd: Optional[float]) -> Agent:
     """``agent`` itself, or a copy whose log-std is ``logstd`` (the trained agent is left as it is)."""
     if logstd is None:
         return agent
-    probe = copy.deepcopy(agent)
-    with torch.no_grad():
-        probe.actor_logstd.fill_(logstd)
-    return probe
+    return copy.deepcopy(agent).set_logstd(logstd)
 
 
 def ppo_update(agent, optimizer, b_obs, b_actions, b_logprobs, b_adv, b_returns, b_values, cfg: PretrainConfig, gen):
@@ -153,8 +150,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True, progress: bool = True, ma
         agent.load_state_dict(init.state_dict())
         env_steps = int(init_ck["metrics"].get("env_steps") or 0)
     if cfg.init_logstd is not None and not (resume and state_path.exists()):
-        with torch.no_grad():
-            agent.actor_logstd.fill_(cfg.init_logstd)
+        agent.set_logstd(cfg.init_logstd)
     if resume and state_path.exists():
         st = torch.load(state_path, map_location="cpu", weights_only=False)
         agent.load_state_dict(st["agent"])

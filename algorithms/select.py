@@ -5,8 +5,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from algorithms.checkpoint import load_policy, save_policy
 from algorithms.evaluate import evaluate
 from algorithms.provenance import command_line, git_commit, machine, now
@@ -87,8 +85,7 @@ def select_policies(cfg: SelectConfig, log=print) -> dict:
             # AWR clones the policy's own samples: its exploration noise must not ruin it (SPEC.md, start policy)
             for logstd in cfg.logstd_candidates():
                 if logstd is not None:
-                    with torch.no_grad():
-                        agent.actor_logstd.fill_(logstd)
+                    agent.set_logstd(logstd)
                     sto = evaluate(agent, venv, cfg.confirm_episodes, cfg.eval_seed, False)
                 tried.append({"checkpoint": name, "logstd": float(agent.actor_logstd.mean()), "success_det": det.success_rate, "success_stoch": sto.success_rate})
                 log(f"  {name} with logstd {tried[-1]['logstd']:.2f}: stochastic {sto.success_rate:.3f} (deterministic {det.success_rate:.3f})")
