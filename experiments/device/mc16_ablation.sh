@@ -8,7 +8,7 @@
 #   bash experiments/device/mc16_ablation.sh watch SECONDS      # until every arm has finished, or SECONDS
 #   bash experiments/device/mc16_ablation.sh report             # each arm's flags and success curve -> $OUT/mc16_ablation.txt
 # Packages staged in /tmp/site first, as for seed_v2_grid.sh. About 2.6 M re-rollout steps in the first iteration:
-# about 7 minutes on 28 CPUs (session 7), so about 12 on 16.
+# about 7 minutes on 28 CPUs (session 7); about 15 on 16 vCPUs of the x2 machine, two arms at once (session 8).
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PYTHONWARNINGS="ignore::UserWarning" OMP_NUM_THREADS=1
 D=runs/mc16-ablation
