@@ -23,6 +23,7 @@ import yaml
 from orchestrator import launches, placement
 from orchestrator.rundir import TRIAL_OUT
 from orchestrator.spec import SpecError, expand_trials, parse_spec
+from tests.sessions import kill_session, session_pids
 
 REPO = Path(__file__).resolve().parent.parent
 ITERATIONS = 2
@@ -220,21 +221,14 @@ def _cli(args: list, log: Path) -> subprocess.Popen:
 
 
 def _reap_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
-    """Kill the driver if it still runs, then wait for the processes of its session (the Ray it started) to
-    end; kill leftovers."""
+    """Kill the driver if it still runs, then wait for the processes of its session (the Ray it started, trial
+    workers included) to end; kill leftovers."""
     if proc.poll() is None:
         proc.kill()
     deadline = time.time() + grace_s
-    while time.time() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
+    while time.time() < deadline and session_pids(proc.pid):
         time.sleep(0.5)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    kill_session(proc.pid)
 
 
 def _wait_for(cond, timeout_s: float, what: str, proc: subprocess.Popen, log: Path):
@@ -299,9 +293,9 @@ def test_driver_killed_mid_grid_then_resumed(tiny_grid, policy_checkpoint, tmp_p
 
     try:
         _wait_for(mid_grid, 300, "the first reported iteration", proc, log)
-        # the whole session at once: killing the driver alone leaves its trial workers running until Ray notices,
-        # long enough on a fast box to finish every trial (CI saw that), and then there is nothing to resume
-        os.killpg(proc.pid, signal.SIGKILL)
+        # the whole session at once, trial workers included: they run in process groups of their own and, left
+        # alive, finish their trials before they notice Ray is gone (CI saw that twice), leaving nothing to resume
+        kill_session(proc.pid)
         proc.wait(timeout=30)
     finally:
         _reap_group(proc)

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from orchestrator.submit import SlurmConfig, SubmitError, job_client, sbatch_script, submit, wait_for_job, write_sbatch
+from tests.sessions import kill_session
 
 VENV_BIN = str(Path(sys.executable).parent)
 
@@ -67,10 +68,7 @@ def ray_head():
         except subprocess.TimeoutExpired:
             proc.kill()
         time.sleep(2)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # anything of this head's session still there
-        except ProcessLookupError:
-            pass
+        kill_session(proc.pid)  # anything of this head's session still there, its workers included
         shutil.rmtree(tmp, ignore_errors=True)
 
 
