@@ -31,6 +31,7 @@ from algorithms.checkpoint import CheckpointError, atomic_torch_save, check_poli
 from algorithms.config import FinetuneConfig
 from algorithms.estimators import TrialContext, make_estimator
 from algorithms.evaluate import evaluate, evaluate_fixed_steps
+from algorithms.quality import pearson
 from algorithms.rollout import collect_rollout
 from algorithms.updates import UpdateBatch, make_update
 from envs.backend import resolve_backend
@@ -341,6 +342,10 @@ def run_trial(
             if est is not None:
                 m.update(est.diagnostics)
                 m["charts/train_success"] = float(ro.success.any(0).float().mean())
+                if est.v is not None:
+                    # how much of the advantage is between-state structure, which batch normalisation turns into
+                    # weights on states rather than on a state's actions
+                    m["charts/advantage_value_corr"] = pearson(est.advantages, est.v)
             m.update({
                 "charts/advantage_mean": float(adv.mean()), "charts/advantage_std": float(adv.std()),
                 "charts/env_steps": totals["env_steps"], "charts/sim_steps": totals["sim_steps"],

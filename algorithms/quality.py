@@ -47,7 +47,10 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+def pearson(x, y) -> float:
+    """Pearson correlation of two equal-size sequences (tensors or arrays of any shape, flattened); nan when either
+    is constant."""
+    a, b = _np(x).astype(np.float64), _np(y).astype(np.float64)
     a = a - a.mean()
     b = b - b.mean()
     den = np.sqrt((a * a).sum() * (b * b).sum())
@@ -61,7 +64,7 @@ def spearman(x, y) -> float:
         raise ValueError(f"spearman needs equal sizes, got {a.size} and {b.size}")
     if a.size < 2:
         return float("nan")
-    return _pearson(average_ranks(a), average_ranks(b))
+    return pearson(average_ranks(a), average_ranks(b))
 
 
 def obs_groups(obs: torch.Tensor) -> torch.Tensor:
@@ -89,7 +92,7 @@ def advantage_quality(est, ref, groups=None, prefix: str = "quality/") -> dict:
     out = {
         f"{prefix}samples": int(ok.sum()),
         f"{prefix}spearman": spearman(e, r),
-        f"{prefix}pearson": _pearson(e, r) if e.size > 1 else float("nan"),
+        f"{prefix}pearson": pearson(e, r) if e.size > 1 else float("nan"),
         f"{prefix}bias": float((e - r).mean()) if e.size else float("nan"),
         f"{prefix}rmse": float(np.sqrt(((e - r) ** 2).mean())) if e.size else float("nan"),
         f"{prefix}sign_agreement": float((np.sign(e) == np.sign(r)).mean()) if e.size else float("nan"),

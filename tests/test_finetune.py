@@ -1,5 +1,6 @@
 """Every estimator x update rule runs a real 2-iteration trial from the shipped start policy; a killed trial resumes."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -53,6 +54,11 @@ def test_every_combination_runs_and_reports_spec_metrics(estimator, update, tmp_
     assert "losses/value_loss" in last or estimator != "gae"
     if update == "recap":
         assert "losses/pos_loss" in last and "losses/neg_loss" in last
+    if update == "awr":
+        assert 0.0 < last["charts/awr_weight_ess"] <= 1.0 + 1e-9
+    if estimator != "uniform":  # every estimator but the self-cloning one returns V(s_t) beside A
+        corr = last["charts/advantage_value_corr"]
+        assert math.isnan(corr) or -1.0 - 1e-9 <= corr <= 1.0 + 1e-9
     assert last["charts/env_steps"] == 2 * 6
     if estimator == "mc":
         assert last["charts/sim_steps"] > last["charts/env_steps"]  # re-rollouts are counted

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import stats
 
-from algorithms.quality import advantage_quality, average_ranks, obs_groups, spearman
+from algorithms.quality import advantage_quality, average_ranks, obs_groups, pearson, spearman
 
 
 def test_spearman_matches_scipy_with_ties():
@@ -21,6 +21,9 @@ def test_spearman_matches_scipy_with_ties():
     assert spearman(t, t.exp()) == pytest.approx(1.0)  # rank correlation: any increasing map is perfect
     assert spearman(t, -t ** 3) == pytest.approx(-1.0)
     assert math.isnan(spearman(torch.ones(5), torch.randn(5)))
+    assert pearson(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([[2.0], [4.0], [7.0]])) == pytest.approx(
+        stats.pearsonr([1.0, 2.0, 3.0], [2.0, 4.0, 7.0]).statistic, abs=1e-12)
+    assert math.isnan(pearson(torch.ones(5), torch.randn(5)))
     with pytest.raises(ValueError, match="equal sizes"):
         spearman(torch.ones(3), torch.ones(4))
 

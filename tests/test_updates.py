@@ -128,6 +128,15 @@ def test_awr_weights_and_loss_match_hand_computation():
     assert float(awr_weights(batch_advantages(cfg, adv), 0.1, 20.0).max()) == pytest.approx(20.0)
 
 
+def test_awr_weight_effective_fraction_by_hand():
+    """Kish's effective sample size over B: (sum w)^2 / (B sum w^2)."""
+    from algorithms.updates.awr import effective_fraction
+
+    assert effective_fraction(torch.ones(4)) == pytest.approx(1.0)
+    assert effective_fraction(torch.tensor([4.0, 0.0, 0.0, 0.0])) == pytest.approx(0.25)
+    assert effective_fraction(torch.tensor([1.0, 2.0, 3.0, 6.0])) == pytest.approx(144.0 / 200.0)
+
+
 def test_recap_split_weights_and_losses_match_hand_computation():
     """A_n = [-1.5, -0.5, 0.5, 1.5] (already normalised: mean 0; std = sqrt(5/3) is then divided out again).
     Positives {0.5, 1.5}/std, negatives {-1.5, -0.5}/std; each set's weights exp(|A_n|/beta) re-normalised to mean 1

@@ -23,6 +23,12 @@ def batch_advantages(cfg, adv: torch.Tensor) -> torch.Tensor:
     return normalize(adv) if cfg.awr_norm_adv else adv
 
 
+def effective_fraction(w: torch.Tensor) -> float:
+    """Kish's effective sample size of weights w [B] as a fraction of B: (sum w)^2 / (B sum w^2), in (0, 1]; 1 when
+    every weight is equal, 1/B when one sample carries all the weight."""
+    return float(w.sum() ** 2 / (w.numel() * w.pow(2).sum()).clamp(min=1e-12))
+
+
 def mean_one(w: torch.Tensor) -> torch.Tensor:
     """w / sum(w) * len(w): weights of mean 1 (the reference's per-minibatch re-normalisation); [b] -> [b]."""
     return w / w.sum().clamp(min=1e-12) * w.numel()
@@ -58,5 +64,6 @@ class AWRUpdate(UpdateRule):
             "charts/awr_weight_mean": float(w.mean()),
             "charts/awr_weight_max": float(w.max()),
             "charts/awr_weight_clipped": float((w >= cfg.awr_max_weight).float().mean()),
+            "charts/awr_weight_ess": effective_fraction(w),
             **self.critic_metrics(v_losses),
         }
