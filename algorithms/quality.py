@@ -50,7 +50,7 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
 def pearson(x, y) -> float:
     """Pearson correlation of two equal-size sequences (tensors or arrays of any shape, flattened); nan when either
     is constant."""
-    a, b = _np(x).astype(np.float64), _np(y).astype(np.float64)
+    a, b = _np(x), _np(y)  # float64, flattened
     a = a - a.mean()
     b = b - b.mean()
     den = np.sqrt((a * a).sum() * (b * b).sum())
