@@ -30,17 +30,40 @@ def _analyse_and_exit(outcome, analyse: bool, figures: bool = True) -> None:
         sys.exit(1)
 
 
+def _resources(ns) -> dict:
+    return {k: v for k in ("cpus_per_trial", "gpus_per_trial", "mc_worker_cpus") if (v := getattr(ns, k)) is not None}
+
+
+def _seed_list(text: str) -> list[int]:
+    """``--seeds 3`` or ``--seeds 1,3``: seed values (not a count)."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seed values, e.g. 1,3; got {text!r}") from None
+    if any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds are >= 0, got {text!r}")
+    return seeds
+
+
 def _cmd_grid(ns) -> None:
     from orchestrator.tune_runner import launch
 
-    _analyse_and_exit(launch(ns.spec, storage=ns.storage, name=ns.name, address=ns.address, resume=ns.resume), not ns.no_analysis, not ns.no_figures)
+    cells = [c.strip() for c in ns.cells.split(",") if c.strip()]
+    outcome = launch(ns.spec, storage=ns.storage, name=ns.name, address=ns.address, resume=ns.resume, cells=cells,
+                     seeds=ns.seeds, resources=_resources(ns))
+    _analyse_and_exit(outcome, not ns.no_analysis, not ns.no_figures)
 
 
 def _cmd_resume(ns) -> None:
     from orchestrator.tune_runner import resume
 
-    resources = {k: v for k in ("cpus_per_trial", "gpus_per_trial", "mc_worker_cpus") if (v := getattr(ns, k)) is not None}
-    _analyse_and_exit(resume(ns.run_dir, address=ns.address, resources=resources), not ns.no_analysis, not ns.no_figures)
+    _analyse_and_exit(resume(ns.run_dir, address=ns.address, resources=_resources(ns)), not ns.no_analysis, not ns.no_figures)
+
+
+def _add_resource_args(sp: argparse.ArgumentParser, whose: str) -> None:
+    sp.add_argument("--cpus-per-trial", type=float, default=None, metavar="N", help=f"CPUs for each {whose} (default: the spec's); e.g. more on a bigger machine")
+    sp.add_argument("--gpus-per-trial", type=float, default=None, metavar="G", help=f"GPUs (or a fraction of one) for each {whose} (default: the spec's)")
+    sp.add_argument("--mc-worker-cpus", type=int, default=None, metavar="N", help=f"extra CPUs for each MC {whose}'s re-rollout workers (default: the spec's)")
 
 
 def _cmd_submit(ns) -> None:
@@ -72,6 +95,9 @@ def add_grid_commands(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--name", default=None, help="run directory name (default: the spec's name)")
     sp.add_argument("--address", default=None, help="join a running Ray cluster (HOST:6379 or ray://HOST:10001) instead of starting a local one; with token auth, the token comes from $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
     sp.add_argument("--resume", action="store_true", help="continue <storage>/<name> if it exists (same spec), else start it")
+    sp.add_argument("--cells", default="", metavar="LABEL[:SEED],...", help="run only these cells of SPEC (default: all), each a label or label:seed for one of its seeds, e.g. mc1-expert+awr:3,offline-mc4-expert+awr; to run a grid in pieces, give each piece its own --name (`analyze` pools them)")
+    sp.add_argument("--seeds", type=_seed_list, default=[], metavar="S[,S...]", help="seed values to run (default: each cell's seeds in SPEC), e.g. 3 or 1,3")
+    _add_resource_args(sp, "trial")
     sp.add_argument("--no-analysis", action="store_true", help="do not write the analysis report at the end")
     sp.add_argument("--no-figures", action="store_true", help="the analysis at the end writes tables and report only, no figures")
     sp.set_defaults(func=_cmd_grid)
@@ -80,9 +106,7 @@ def add_grid_commands(sub: argparse._SubParsersAction) -> None:
                         description="Restores the Tune experiment in RUN_DIR (which may have been moved): finished trials are kept, unfinished and failed ones continue from their last checkpoint. --cpus-per-trial/--gpus-per-trial/--mc-worker-cpus change the resources of the unfinished trials (their configs stay); the run's spec records the change.")
     sp.add_argument("run_dir", metavar="RUN_DIR", help="the grid's run directory (<storage>/<name>)")
     sp.add_argument("--address", default=None, help="join a running Ray cluster instead of starting a local one")
-    sp.add_argument("--cpus-per-trial", type=float, default=None, metavar="N", help="CPUs for each unfinished trial from now on (default: the run's spec); e.g. more on a bigger machine")
-    sp.add_argument("--gpus-per-trial", type=float, default=None, metavar="G", help="GPUs (or a fraction of one) for each unfinished trial from now on (default: the run's spec)")
-    sp.add_argument("--mc-worker-cpus", type=int, default=None, metavar="N", help="extra CPUs for each unfinished MC trial's re-rollout workers from now on (default: the run's spec)")
+    _add_resource_args(sp, "unfinished trial from now on")
     sp.add_argument("--no-analysis", action="store_true", help="do not write the analysis report at the end")
     sp.add_argument("--no-figures", action="store_true", help="the analysis at the end writes tables and report only, no figures")
     sp.set_defaults(func=_cmd_resume)

@@ -176,6 +176,39 @@ class GridSpec:
         d.update(changes)
         return parse_spec(d)
 
+    def select(self, cells: Iterable[str] = (), seeds: Iterable[int] = ()) -> "GridSpec":
+        """The part of this grid with only the cells ``cells`` and the seeds ``seeds`` (empty: all), as named cells.
+        A cell is its label, or ``label:seed`` for one of its seeds (``mc1-expert+awr:3``).  Each kept trial's config
+        is the one it has in the whole grid, so a grid can be run in pieces (whose run directories are analysed
+        together).  SpecError names a label or seed the grid lacks."""
+        table = self.cell_table()
+        chosen: dict[str, set] = {}  # label -> its seeds to run (empty: all)
+        for item in cells:
+            label, _, seed = item.partition(":")
+            if label not in table:
+                raise SpecError(f"--cells: {label!r} is not a cell of grid {self.name!r} (its cells: {', '.join(table)})")
+            if seed and (not seed.isdigit() or int(seed) not in self.cell_seeds(label)):
+                raise SpecError(f"--cells: {item!r}: cell {label!r} runs seeds {list(self.cell_seeds(label))}, not {seed!r}")
+            if chosen.get(label, True) is not None:  # a bare label (all seeds) wins over label:seed
+                chosen[label] = chosen.get(label, set()) | {int(seed)} if seed else None
+        seeds = list(seeds)
+        if not chosen and not seeds:
+            return self
+        kept = {}
+        for label, cell in table.items():
+            if chosen and label not in chosen:
+                continue
+            run = [s for s in self.cell_seeds(label) if (not seeds or s in seeds) and (not chosen.get(label) or s in chosen[label])]
+            if run:
+                kept[label] = {"estimator": cell.estimator, "update": cell.update, "seeds": run, **cell.overrides}
+        missing = [s for s in seeds if not any(s in c["seeds"] for c in kept.values())]
+        if missing or not kept:
+            raise SpecError(f"--seeds: no chosen cell of grid {self.name!r} runs seed {(missing or seeds)[0]}")
+        d = self.to_dict()
+        d.pop("estimators", None), d.pop("updates", None)
+        d["cells"] = kept
+        return parse_spec(d)
+
 
 # ---------------------------------------------------------------------------------------------------- YAML
 

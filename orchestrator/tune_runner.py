@@ -34,7 +34,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterable, Optional, Union
 
 import yaml
 
@@ -317,6 +317,9 @@ def launch(
     name: Optional[str] = None,
     address: Optional[str] = None,
     resume: bool = False,
+    cells: Iterable[str] = (),
+    seeds: Iterable[int] = (),
+    resources: Optional[dict] = None,
 ) -> GridOutcome:
     """Run (or with ``resume`` continue) the grid of ``spec`` (a GridSpec or a YAML path) on Ray Tune.
 
@@ -324,15 +327,23 @@ def launch(
     bad input raises SpecError before Ray starts and before anything is written.  ``storage``/``name``
     override the spec's; ``address`` joins a running cluster (else a local Ray starts, or RAY_ADDRESS is used).
     ``resume``: continue ``<storage>/<name>`` if it exists (the spec must be the one it was started with),
-    start it otherwise.
+    start it otherwise.  ``cells``/``seeds``: run only those cell labels and seeds of the spec (GridSpec.select),
+    e.g. to complete a grid in another run directory.  ``resources``: ResourceSpec fields that override the spec's.
     """
     spec_text = None
     if not isinstance(spec, GridSpec):
         path, spec = spec, load_spec(spec)  # validates the file (a binary one included) before it is read as text
         spec_text = Path(path).read_text()
     changes = {k: v for k, v in (("storage", storage), ("name", name)) if v is not None}
+    if resources:  # validated with the rest of the spec (parse_spec names an unknown or bad field)
+        changes["resources"] = {**spec.to_dict()["resources"], **resources}
     if changes:
         spec = spec.replace(**changes)
+    cells, seeds = tuple(cells), tuple(seeds)
+    if cells or seeds:
+        spec, spec_text = spec.select(cells, seeds), None  # the file as given is no longer what runs
+    elif resources:
+        spec_text = None
     configs = expand_trials(spec)
     check_storage_writable(spec.storage)
     if _local_run(address):

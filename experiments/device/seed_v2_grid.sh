@@ -7,11 +7,12 @@
 #   call k:  bash experiments/device/seed_v2_grid.sh watch 560   # watch the live status for up to 560 s
 #   last:    bash experiments/device/seed_v2_grid.sh stop        # SIGINT (Tune saves its state), prune, pack into $OUT
 # What comes back ($OUT/run.tgz.part*, 15 MiB parts; grid.log) goes under .device/run/ and is carried into the next
-# session's `start`. Pruning keeps what a resume needs: the newest checkpoint of every unfinished trial, none of
+# session's `start`. A piece of the grid (NAME=seed-v2-rest CELLS=a,b SEEDS=3 MC_CPUS=12 ... start) runs in its own run
+# directory runs/grid/$NAME (`grid --cells/--seeds`); `analyze` pools it with the rest. Pruning keeps what a resume needs: the newest checkpoint of every unfinished trial, none of
 # finished ones except the final policy.pt of the cells whose policies the study commits.
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PYTHONWARNINGS="ignore::UserWarning"
-RUN=runs/grid/seed-v2; PIDF=runs/grid.pid; LOG=runs/grid.log
+NAME=${NAME:-seed-v2}; RUN=runs/grid/$NAME; PIDF=runs/grid.pid; LOG=runs/grid.log
 status() { grep -v -e Warning -e warn "$LOG" 2>/dev/null | grep "^\[grid" | tail -${1:-3}; }
 running() { [ -f "$PIDF" ] && kill -0 "$(cat "$PIDF")" 2>/dev/null; }
 case "${1:?start|watch|stop}" in
@@ -21,7 +22,7 @@ case "${1:?start|watch|stop}" in
     # a carried run resumes with this machine's CPUs for its MC trials (the spec's 8 re-rollout CPUs were sized for
     # four trials at once on 16 cores; the MC cells that remain run best with the whole machine each)
     # (the spec's CPUs and GPU share for the rest: a run last resumed elsewhere may carry other resources)
-    if [ -d "$RUN" ]; then cmd=(resume "$RUN" --cpus-per-trial 4 --gpus-per-trial 0.125 --mc-worker-cpus "${MC_CPUS:-$(( $(nproc) - 4 ))}"); else cmd=(grid experiments/seed-v2.yaml --resume); fi
+    if [ -d "$RUN" ]; then cmd=(resume "$RUN" --cpus-per-trial 4 --gpus-per-trial 0.125 --mc-worker-cpus "${MC_CPUS:-$(( $(nproc) - 4 ))}"); else cmd=(grid experiments/seed-v2.yaml --resume --name "$NAME" ${CELLS:+--cells "$CELLS"} ${SEEDS:+--seeds "$SEEDS"} ${MC_CPUS:+--mc-worker-cpus "$MC_CPUS"}); fi
     # the process writes its own PID: where setsid has to fork (a shell with job control), $! is not the grid's
     running || { setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$PIDF" python3 -m orchestrator "${cmd[@]}" --no-analysis >>"$LOG" 2>&1 </dev/null & }
     sleep 1
@@ -56,5 +57,5 @@ for trial in Path(sys.argv[1]).iterdir():
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
 PY
     cp "$LOG" "$OUT/grid.log"; du -sh "$RUN"
-    tar czf "$OUT/run.tgz" -C runs/grid seed-v2 && (cd "$OUT" && split -b 15M run.tgz run.tgz.part && rm run.tgz); ls -l "$OUT" ;;
+    tar czf "$OUT/run.tgz" -C runs/grid "$NAME" && (cd "$OUT" && split -b 15M run.tgz run.tgz.part && rm run.tgz); ls -l "$OUT" ;;
 esac
