@@ -306,7 +306,7 @@ def run_trial(
             probe = quality is not None and (it - 1) % cfg.quality_every == 0
             if cfg.offline and offline_batch is not None:
                 # the fixed batch: no new data, no new estimate
-                batch = UpdateBatch(**{k: v.to(device) for k, v in offline_batch.items()})
+                batch = UpdateBatch(**{k: None if v is None else v.to(device) for k, v in offline_batch.items()})
                 ro = est = None
                 new_steps, sim_steps = 0, 0
                 t1 = t2 = time.time()
