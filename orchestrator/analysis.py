@@ -90,15 +90,24 @@ def merge(experiments: Sequence[Experiment], compare: bool) -> tuple[pd.DataFram
         extra = {RUN: e.name} if compare else {}
         trials.append(e.trials.assign(trial_id=e.name + ":" + e.trials["trial_id"].astype(str), **extra))
         results.append(e.results.assign(trial_id=e.name + ":" + e.results["trial_id"].astype(str), **extra))
-    trials_f = pd.concat(trials, ignore_index=True)
+    trials_f, results_f = pd.concat(trials, ignore_index=True), pd.concat(results, ignore_index=True)
     warnings = []
     if not compare and len(trials_f):
-        # The same config and seed in two runs: a repeat, not another seed; pooled, but said.
         cols = [c for c in trials_f.columns if c.startswith(CONFIG_PREFIX) and (c == SEED or c not in NOT_CELL)]
-        dup = trials_f[cols].map(value_text).duplicated(keep=False)
+        key = trials_f[cols].map(value_text).apply(tuple, axis=1)
+        # A grid run in pieces (grid --cells): a trial that never reported in one run and ran in another is the
+        # same trial, moved; only the copy with results counts.
+        reported = trials_f["trial_id"].isin(set(results_f["trial_id"]))
+        moved = ~reported & key.isin(set(key[reported]))
+        if moved.any():
+            warnings.append(f"{int(moved.sum())} trials that never reported in one run ran in another (a grid run in "
+                            "pieces); only the runs with results count")
+            trials_f, key = trials_f[~moved].reset_index(drop=True), key[~moved].reset_index(drop=True)
+        # The same config and seed in two runs: a repeat, not another seed; pooled, but said.
+        dup = key.duplicated(keep=False)
         if dup.any():
             warnings.append(f"{int(dup.sum())} trials of the merged runs repeat another run's config and seed; they are pooled as separate runs")
-    return trials_f, pd.concat(results, ignore_index=True), warnings
+    return trials_f, results_f, warnings
 
 
 def trial_configs(experiments: Sequence[Experiment], trials: pd.DataFrame) -> pd.DataFrame:

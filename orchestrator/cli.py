@@ -234,7 +234,7 @@ def _cmd_export_policies(ns):
     from orchestrator.policy_export import export_policies
 
     cells = [c.strip() for c in ns.cells.split(",") if c.strip()] if ns.cells else None
-    res = export_policies(ns.run_dir, ns.out, cells, overwrite=ns.overwrite)
+    res = export_policies(ns.run_dirs, ns.out, cells, overwrite=ns.overwrite)
     for line in res.skipped:
         print(f"skipped: {line}")
     for _, r in res.index.iterrows():
@@ -345,8 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=_cmd_selfclone)
 
     sp = sub.add_parser("export-policies", help="copy the final policy of every finished trial of some cells, with index.csv",
-                        description="Copies each finished trial's last checkpointed policy out of a grid's run directory as <cell>_s<seed>.pt and writes index.csv (cell,seed,file,final_success), so the policies can be re-evaluated without the run directory (e.g. experiments/results/seed-v2/policies/).")
-    sp.add_argument("run_dir", metavar="RUN_DIR", help="a Tune experiment directory (<storage_path>/<name>)")
+                        description="Copies each finished trial's last checkpointed policy out of a grid's run directory (or several: a grid run in pieces) as <cell>_s<seed>.pt and writes index.csv (cell,seed,file,final_success), so the policies can be re-evaluated without the run directory (e.g. experiments/results/seed-v2/policies/).")
+    sp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a Tune experiment directory (<storage_path>/<name>); several (the pieces of one grid) share one index.csv")
     sp.add_argument("--out", required=True, help="folder for the policies and index.csv")
     sp.add_argument("--cells", default="", help="comma-separated cell labels (e.g. gae+ppo,mc16-expert+awr); empty: every cell")
     sp.add_argument("--overwrite", action="store_true", help="replace policy files and index.csv already in --out")

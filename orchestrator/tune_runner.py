@@ -334,16 +334,15 @@ def launch(
     if not isinstance(spec, GridSpec):
         path, spec = spec, load_spec(spec)  # validates the file (a binary one included) before it is read as text
         spec_text = Path(path).read_text()
-    changes = {k: v for k, v in (("storage", storage), ("name", name)) if v is not None}
-    if resources:  # validated with the rest of the spec (parse_spec names an unknown or bad field)
-        changes["resources"] = {**spec.to_dict()["resources"], **resources}
-    if changes:
-        spec = spec.replace(**changes)
     cells, seeds = tuple(cells), tuple(seeds)
     if cells or seeds:
         spec, spec_text = spec.select(cells, seeds), None  # the file as given is no longer what runs
-    elif resources:
+    changes = {k: v for k, v in (("storage", storage), ("name", name)) if v is not None}
+    if resources:  # validated with the rest of the spec (parse_spec names an unknown or bad field)
+        changes["resources"] = {**spec.to_dict()["resources"], **resources}
         spec_text = None
+    if changes:
+        spec = spec.replace(**changes)
     configs = expand_trials(spec)
     check_storage_writable(spec.storage)
     if _local_run(address):

@@ -344,6 +344,28 @@ def test_report_for_one_seed_three_seeds_and_two_runs(run_dir, tmp_path):
                                                       "estimator gae: update rules", "estimator mc: update rules"}
 
 
+def test_a_grid_run_in_pieces_counts_each_trial_once(run_dir, tmp_path):
+    """grid --cells: a trial that never started in the whole grid's run and ran in a piece's run is one run."""
+    whole, piece = tmp_path / "grid", tmp_path / "grid-rest"
+    shutil.copytree(run_dir, whole)
+    shutil.copytree(run_dir, piece)
+    moved = _trial_dir(whole, "mc", "awr", 3).name
+    for name in ("result.json", "progress.csv"):  # never reported there
+        (whole / moved / name).unlink()
+    for state_file in piece.glob("experiment_state-*.json"):  # the piece holds that trial only
+        state = json.loads(state_file.read_text())
+        state["trial_data"] = [e for e in state["trial_data"] if json.loads(e[0])["relative_logdir"] == moved]
+        state_file.write_text(json.dumps(state))
+    for d in piece.iterdir():
+        if (d / "params.json").is_file() and d.name != moved:
+            shutil.rmtree(d)
+    out = analyze([whole, piece], tmp_path / "pooled", reps=200, figures=False)
+    assert out.warnings == ["1 trials that never reported in one run ran in another (a grid run in pieces); only the runs with results count"]
+    t = out.summary.table.set_index("cell")
+    assert (t.loc["mc+awr", "n"], t.loc["mc+awr", "unfinished"]) == (3, 0)
+    assert t.loc["mc+awr", "final_iqm"] == pytest.approx(np.mean([_success("mc+awr", s, 4) for s in (1, 2, 3)]))
+
+
 def test_published_numbers_and_explicit_cell_labels(run_dir, tmp_path):
     pub = tmp_path / "published.yaml"
     pub.write_text("source: a paper\nsuccess:\n  mc16-expert+awr: {peak: 0.991, final: 0.991}\n"

@@ -132,6 +132,18 @@ def test_export_final_policies_with_an_index(tiny_grid, tmp_path):
     with pytest.raises(ValueError, match="exists .* --overwrite"):
         export_policies(spec.run_dir, out, ["gae+ppo"])
     assert len(export_policies(spec.run_dir, out, ["gae+ppo"], overwrite=True).index) == 1
+    # exports add up in one folder (a grid run in pieces): another cell's export keeps gae+ppo's row
+    other = "gae+awr"
+    assert list(export_policies([spec.run_dir], out, [other]).index["cell"]) == [other]
+    assert sorted(pd.read_csv(out / "index.csv")["cell"]) == sorted(["gae+ppo", other])
+    with pytest.raises(ValueError, match="finished in both"):  # the same trial from two pieces is ambiguous
+        export_policies([spec.run_dir, spec.run_dir], tmp_path / "twice", ["gae+ppo"])
+    assert not (tmp_path / "twice").exists()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "index.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="is not a policy index"):
+        export_policies(spec.run_dir, tmp_path / "junk", ["gae+ppo"])
+    assert not (tmp_path / "junk" / "gae+ppo_s1.pt").exists()
 
 
 def test_tiny_grid_runs_every_trial(tiny_grid):

@@ -50,9 +50,14 @@ def test_rollout_initial_states_are_distinct_on_the_simulator():
     assert len({tuple(torch.round(o * 1e4).tolist()) for o in firsts}) == 6
 
 
-def test_offline_regime_trains_on_one_fixed_batch(tmp_path):
+@pytest.mark.parametrize("estimator,extra", [
+    ("gae", {}),
+    # no critic: the saved batch has no returns (this once failed at the second iteration on the lent machine)
+    ("mc", {"mc_samples": 1, "mc_policy": "expert", "expert_checkpoint": f"{CK}/expert.pt"}),
+])
+def test_offline_regime_trains_on_one_fixed_batch(tmp_path, estimator, extra):
     """offline: env steps counted once, the same advantages every iteration, and a resume keeps the batch."""
-    cfg = FinetuneConfig(estimator="gae", update="awr", offline=True, **dict(TINY, num_iterations=3))
+    cfg = FinetuneConfig(estimator=estimator, update="awr", offline=True, **dict(TINY, num_iterations=3), **extra)
     hist = run_trial(cfg, tmp_path / "t")
     steps = [h["charts/env_steps"] for h in hist[1:]]
     assert steps == [10, 10, 10]

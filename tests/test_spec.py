@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -304,6 +305,28 @@ def test_named_cells_param_space_gives_the_expanded_trials(base):
     got = sorted((cfg["cell"], cfg["seed"], cfg["mc_samples"], cfg["td_n"], cfg["offline"])
                  for _, cfg in generate_variants(param_space(spec)))
     assert got == expected
+
+
+def test_select_runs_a_part_of_the_grid_with_the_same_trial_configs(base):
+    """grid --cells/--seeds: the pieces of a grid are its own trials, config for config, and together all of them."""
+    spec = parse_spec(_cells_spec(base))
+    whole = {(c.cell, c.seed): c.to_dict() for c in expand_trials(spec)}
+    piece = spec.select(["gae+ppo:2", "mc16-expert+awr", "td20+awr"], seeds=[1, 2])
+    got = {(c.cell, c.seed): c.to_dict() for c in expand_trials(piece)}
+    assert sorted(got) == [("gae+ppo", 2), ("mc16-expert+awr", 1), ("td20+awr", 1), ("td20+awr", 2)]
+    assert all(got[k] == whole[k] for k in got)
+    rest = spec.select([f"gae+ppo:{s}" for s in (1, 3)] + ["td20+awr:3", "offline-mc4-expert+awr"])
+    assert {(t.cell, t.seed) for t in expand_trials(rest)} == set(whole) - set(got)  # together: the whole grid
+    # an estimators x updates grid selects by est+upd labels; nothing chosen is the whole grid
+    plain = parse_spec({**base, "seeds": 2})
+    assert [(c.cell, c.seed) for c in expand_trials(plain.select(["gae+awr"], [2]))] == [("gae+awr", 2)]
+    assert plain.select() is plain
+    for cells, seeds, words in [(["gae+recap"], [], "'gae+recap' is not a cell of grid 't'"),
+                                (["mc16-expert+awr:2"], [], "runs seeds [1], not '2'"),
+                                (["gae+ppo:x"], [], "not 'x'"),
+                                (["mc16-expert+awr"], [3], "no chosen cell of grid 't' runs seed 3")]:
+        with pytest.raises(SpecError, match=re.escape(words)):
+            spec.select(cells, seeds)
 
 
 @pytest.mark.parametrize("change,words", [

@@ -15,6 +15,8 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PYTHONWARNINGS="ignore::User
 NAME=${NAME:-seed-v2}; RUN=runs/grid/$NAME; PIDF=runs/grid.pid; LOG=runs/grid.log
 status() { grep -v -e Warning -e warn "$LOG" 2>/dev/null | grep "^\[grid" | tail -${1:-3}; }
 running() { [ -f "$PIDF" ] && kill -0 "$(cat "$PIDF")" 2>/dev/null; }
+# until the grid ends or $1 seconds pass (a call that outlasts the grid wastes device time)
+wait_grid() { local end=$((SECONDS + $1)); while [ $SECONDS -lt $end ] && running; do sleep 10; done; status 8; }
 case "${1:?start|watch|stop}" in
   start)
     mkdir -p runs/grid
@@ -25,10 +27,9 @@ case "${1:?start|watch|stop}" in
     if [ -d "$RUN" ]; then cmd=(resume "$RUN" --cpus-per-trial 4 --gpus-per-trial 0.125 --mc-worker-cpus "${MC_CPUS:-$(( $(nproc) - 4 ))}"); else cmd=(grid experiments/seed-v2.yaml --resume --name "$NAME" ${CELLS:+--cells "$CELLS"} ${SEEDS:+--seeds "$SEEDS"} ${MC_CPUS:+--mc-worker-cpus "$MC_CPUS"}); fi
     # the process writes its own PID: where setsid has to fork (a shell with job control), $! is not the grid's
     running || { setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$PIDF" python3 -m orchestrator "${cmd[@]}" --no-analysis >>"$LOG" 2>&1 </dev/null & }
-    sleep 1
-    sleep "${2:-540}"; status 8 ;;
+    sleep 5; wait_grid "${2:-540}" ;;
   watch)
-    end=$((SECONDS + ${2:-560})); while [ $SECONDS -lt $end ] && running; do sleep 10; done; status 8 ;;
+    wait_grid "${2:-560}" ;;
   stop)
     if running; then kill -INT "$(cat "$PIDF")"; for _ in $(seq 90); do running || break; sleep 1; done; fi
     running && { echo "grid still running after 90 s: killing"; kill -KILL -- -"$(cat "$PIDF")" 2>/dev/null; }
