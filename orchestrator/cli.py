@@ -88,7 +88,7 @@ def _cmd_eval(ns):
         with tqdm(total=ns.episodes * len(modes), desc="eval", unit="ep", disable=ns.no_progress) as bar:
             for det in modes:
                 if ns.protocol == "episodes":
-                    r = evaluate(agent, venv, ns.episodes, ns.seed, det, progress=bar.update)
+                    r = evaluate(agent, venv, ns.episodes, ns.seed, det, progress=bar.update, in_workers=not ns.batched)
                 else:  # the reference's count: --episodes auto-resetting envs, each run for one episode's steps
                     r = evaluate_fixed_steps(agent, venv, ns.episodes, ns.seed, det)
                     bar.update(ns.episodes)
@@ -361,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--env-id", default=None, help="override the env id recorded in the checkpoint")
     sp.add_argument("--stochastic", action="store_true", help="also evaluate with sampled actions")
     sp.add_argument("--protocol", default="episodes", choices=["episodes", "reference"], help="episodes: --episodes whole episodes from fixed seeds (default); reference: the reference code's count, --episodes auto-resetting envs run one episode's steps and every episode that ends counts (leans towards success)")
+    sp.add_argument("--batched", action="store_true", help="cpu backend: step all envs together with one batched policy call per step, instead of each episode inside an env worker with its own policy copy as trials evaluate (batched inference rounds differently, which flips an episode or two of 128 on contact-rich tasks)")
     sp.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_eval)

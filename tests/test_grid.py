@@ -108,8 +108,9 @@ def tiny_grid(policy_checkpoint, tmp_path_factory):
     return spec, outcome
 
 
-def test_export_final_policies_with_an_index(tiny_grid, tmp_path):
-    """export-policies on the real grid: each finished trial's last policy, loadable, and its last success."""
+def test_export_final_policies_with_an_index(tiny_grid, tmp_path, run_cli):
+    """export-policies on the real grid: each finished trial's last policy, loadable, and its last success, which
+    the eval command reproduces on the trial's evaluation episodes."""
     from algorithms.checkpoint import load_policy
     from orchestrator.policy_export import export_policies
 
@@ -124,6 +125,11 @@ def test_export_final_policies_with_an_index(tiny_grid, tmp_path):
     assert last["iteration"] == ITERATIONS and index["final_success"][0] == pytest.approx(last["eval/success_rate"])
     agent, ckpt = load_policy(out / "gae+ppo_s1.pt")  # hash-checked on load
     assert ckpt["kind"] == "policy" and agent.obs_dim == 42
+    cfg = next(t["config"] for t in tune_trials(spec.run_dir).values() if t["config"]["update"] == "ppo")
+    r = run_cli("eval", "--checkpoint", out / "gae+ppo_s1.pt", "--episodes", cfg["num_eval_episodes"], "--seed",
+                cfg["eval_seed"], "--num-envs", 2, "--backend", "cpu", "--no-progress", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["deterministic"]["success_rate"] == index["final_success"][0]
     # every cell by default; bad input is one error before anything is written; nothing is overwritten silently
     assert len(export_policies(spec.run_dir, tmp_path / "all", None).index) == 2
     with pytest.raises(ValueError, match="has no cell 'mc16-expert\\+awr'"):
