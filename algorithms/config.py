@@ -91,6 +91,8 @@ class FinetuneConfig:
     awr_beta: float = h(1.0, "AWR temperature: w = exp(A_n / beta) (reference V2: 0.5)")
     awr_max_weight: float = h(20.0, "AWR/RECAP weight clamp w_max")
     awr_norm_adv: bool = h(True, "normalise advantages over the whole batch before weighting: A_n = (A - mean) / (std + 1e-8) (reference)")
+    advantage_detrend: bool = h(False, "ablation: subtract from the advantages their least-squares line on the estimator's V(s_t) over the batch, so "
+                                       "weights compare actions, not states (estimators with V: gae, td, mc, iql, sarsa; reference: false)")
     awr_mb_renorm: bool = h(True, "re-normalise weights to mean 1 within each minibatch (RECAP: within each set) (reference)")
     recap_alpha: float = h(1.0, "weight of RECAP's push-away (negative) loss; 0 = AWR on the positives only")
     recap_nll_clip: Optional[float] = h(5.0, "guard: a negative's push-away term stops acting once -log pi(a|s) exceeds this (null: no guard, as the reference)")
@@ -169,6 +171,8 @@ class FinetuneConfig:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
         if not 0 <= self.gae_lambda <= 1:
             raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+        if self.advantage_detrend and self.estimator == "uniform":
+            raise ValueError("advantage_detrend needs an estimator with V(s) (gae, td, mc, iql, sarsa), not uniform")
         if self.awr_beta <= 0:
             raise ValueError(f"awr_beta must be > 0, got {self.awr_beta}")
         if self.mc_horizon is not None and self.mc_horizon < 1:

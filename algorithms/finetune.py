@@ -14,6 +14,7 @@ every iteration (it is saved with the trial state, so a resumed offline trial tr
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -29,6 +30,7 @@ import torch
 from algorithms import rng
 from algorithms.checkpoint import CheckpointError, atomic_torch_save, check_policy_fits, check_writable_dir, load_policy, save_policy
 from algorithms.config import FinetuneConfig
+from algorithms.detrend import detrend_on_values
 from algorithms.estimators import TrialContext, make_estimator
 from algorithms.evaluate import evaluate, evaluate_fixed_steps
 from algorithms.quality import pearson
@@ -320,6 +322,9 @@ def run_trial(
                 obs = ro.last_obs
                 t1 = time.time()
                 est = estimator.estimate(ro, agent)
+                if cfg.advantage_detrend:
+                    m["charts/advantage_value_corr_raw"] = pearson(est.advantages, est.v)
+                    est = dataclasses.replace(est, advantages=detrend_on_values(est.advantages, est.v))
                 t2 = time.time()
                 returns = ro.flat(est.returns).to(device) if joint_critic else None
                 batch = UpdateBatch(ro.flat(ro.obs), ro.flat(ro.actions), ro.flat(ro.logprobs), ro.flat(est.advantages).to(device), returns)

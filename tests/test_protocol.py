@@ -67,6 +67,14 @@ def test_offline_regime_trains_on_one_fixed_batch(tmp_path, estimator, extra):
     assert st["offline_batch"]["obs"].shape == (10, 42)
 
 
+def test_advantage_detrend_ablation_on_a_real_trial(tmp_path):
+    """advantage_detrend: the trial trains on advantages uncorrelated with its V(s_t), and logs the raw correlation."""
+    cfg = FinetuneConfig(estimator="gae", update="awr", advantage_detrend=True, **dict(TINY, num_iterations=1))
+    h = run_trial(cfg, tmp_path / "d")[-1]
+    assert abs(h["charts/advantage_value_corr"]) < 1e-5 and abs(h["charts/advantage_mean"]) < 1e-6
+    assert -1 <= h["charts/advantage_value_corr_raw"] <= 1 and abs(h["charts/advantage_value_corr_raw"]) > 1e-3
+
+
 def test_rollout_reset_once_carries_episodes_across_iterations(tmp_path):
     """rollout_reset=once: the second rollout continues the first one's episodes (elapsed counters go on), and
     evaluation in between does not disturb them."""

@@ -128,6 +128,22 @@ def test_awr_weights_and_loss_match_hand_computation():
     assert float(awr_weights(batch_advantages(cfg, adv), 0.1, 20.0).max()) == pytest.approx(20.0)
 
 
+def test_advantage_detrend_by_hand():
+    """A = [1, 0, -1, -1.5] on V = [0, 1, 2, 3]: least-squares slope -0.85 around the means (-0.375, 1.5), so the
+    residual is [0.1, -0.05, -0.2, 0.15]: mean 0, uncorrelated with V; a constant V only centres A."""
+    from algorithms.detrend import detrend_on_values
+    from algorithms.quality import pearson
+
+    v = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+    a = torch.tensor([[1.0, 0.0], [-1.0, -1.5]])
+    d = detrend_on_values(a, v)
+    assert d.shape == a.shape and torch.allclose(d, torch.tensor([[0.1, -0.05], [-0.2, 0.15]]), atol=1e-6)
+    assert abs(pearson(d, v)) < 1e-6 and abs(float(d.mean())) < 1e-7
+    assert torch.allclose(detrend_on_values(a, torch.ones(2, 2)), a - a.mean())
+    with pytest.raises(ValueError, match="advantage_detrend needs an estimator with V"):
+        FinetuneConfig(estimator="uniform", advantage_detrend=True)
+
+
 def test_awr_weight_effective_fraction_by_hand():
     """Kish's effective sample size over B: (sum w)^2 / (B sum w^2)."""
     from algorithms.updates.awr import effective_fraction
