@@ -192,7 +192,8 @@ def analyze(run_dirs: Union[PathLike, Sequence[PathLike]], out_dir: Optional[Pat
     figures = plots.write_figures(summary, out, rho) if figures else []
     helps = {f.name: f.metadata.get("help", "") for f in fields(FinetuneConfig)}
     files = {"results.parquet": parquet is not None, SPEC_JSON: len(resolved) == len(experiments)}
-    blocks = report.build(experiments, summary, figures, trial_configs(experiments, trials), pub, helps, files, warnings)
+    blocks = report.build(experiments, summary, figures, trial_configs(experiments, trials), pub, helps, files, warnings,
+                          kept=set(trials["trial_id"].astype(str)) if "trial_id" in trials else None)
     # Paths in error lines and warnings, relative to the folders holding the runs: the report travels.
     roots = [e.run_dir.parent for e in experiments] + [out, Path.cwd()]
     blocks = report.relativise(blocks, roots)

@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -350,10 +350,15 @@ def latex_table(summary: Summary) -> str:
 
 
 def build(experiments: Sequence[Experiment], summary: Summary, figures: Sequence[Path], configs: pd.DataFrame,
-          published: dict, help_texts: dict, files: dict, warnings: Sequence[str]) -> list[Block]:
-    """Every block of the report.  ``files``: optional outputs that exist (e.g. {"results.parquet": True})."""
+          published: dict, help_texts: dict, files: dict, warnings: Sequence[str],
+          kept: Optional[set] = None) -> list[Block]:
+    """Every block of the report.  ``files``: optional outputs that exist (e.g. {"results.parquet": True}).
+    ``kept``: with several runs, the merged trial ids (``<run>:<trial id>``) the statistics use; trials left out
+    by the merge (moved to another run) are not listed."""
     fig = {p.name for p in figures}
     trials = pd.concat([e.trials.assign(run=e.name) for e in experiments], ignore_index=True)
+    if kept is not None and len(experiments) > 1 and len(trials):
+        trials = trials[(trials["run"] + ":" + trials["trial_id"].astype(str)).isin(kept)].reset_index(drop=True)
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     status_line = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no trials"
     names = ", ".join(f"`{e.name}`" + (" (exported results table)" if e.source == "export" else "") for e in experiments)

@@ -364,6 +364,8 @@ def test_a_grid_run_in_pieces_counts_each_trial_once(run_dir, tmp_path):
     t = out.summary.table.set_index("cell")
     assert (t.loc["mc+awr", "n"], t.loc["mc+awr", "unfinished"]) == (3, 0)
     assert t.loc["mc+awr", "final_iqm"] == pytest.approx(np.mean([_success("mc+awr", s, 4) for s in (1, 2, 3)]))
+    md = out.report.read_text()  # the moved trial is no unfinished one, and the header counts it once
+    assert "## Unfinished trials" not in md and "12 trials:" in md
 
 
 def test_published_numbers_and_explicit_cell_labels(run_dir, tmp_path):
