@@ -95,14 +95,17 @@ def merge(experiments: Sequence[Experiment], compare: bool) -> tuple[pd.DataFram
     if not compare and len(trials_f):
         cols = [c for c in trials_f.columns if c.startswith(CONFIG_PREFIX) and (c == SEED or c not in NOT_CELL)]
         key = trials_f[cols].map(value_text).apply(tuple, axis=1)
-        # A grid run in pieces (grid --cells): a trial that never reported in one run and ran in another is the
-        # same trial, moved; only the copy with results counts.
+        # A grid run in pieces (grid --cells): a trial that never reported in one run and ran in another, or that
+        # did not finish in one run and finished in another (restarted there), is the same trial, moved; only the
+        # copy that got further counts.
         reported = trials_f["trial_id"].isin(set(results_f["trial_id"]))
-        moved = ~reported & key.isin(set(key[reported]))
+        finished = trials_f["status"] == "TERMINATED" if "status" in trials_f else reported & False
+        moved = (~reported & key.isin(set(key[reported]))) | (~finished & key.isin(set(key[finished])))
         if moved.any():
-            warnings.append(f"{int(moved.sum())} trials that never reported in one run ran in another (a grid run in "
-                            "pieces); only the runs with results count")
+            warnings.append(f"{int(moved.sum())} trials that never reported or did not finish in one run ran to a "
+                            "further point in another (a grid run in pieces); only those copies count")
             trials_f, key = trials_f[~moved].reset_index(drop=True), key[~moved].reset_index(drop=True)
+            results_f = results_f[results_f["trial_id"].isin(set(trials_f["trial_id"]))].reset_index(drop=True)
         # The same config and seed in two runs: a repeat, not another seed; pooled, but said.
         dup = key.duplicated(keep=False)
         if dup.any():

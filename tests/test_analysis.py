@@ -345,25 +345,39 @@ def test_report_for_one_seed_three_seeds_and_two_runs(run_dir, tmp_path):
 
 
 def test_a_grid_run_in_pieces_counts_each_trial_once(run_dir, tmp_path):
-    """grid --cells: a trial that never started in the whole grid's run and ran in a piece's run is one run."""
+    """grid --cells: a trial that never started in the whole grid's run and ran in a piece's run is one run, and so
+    is a trial cut off in the whole grid's run and restarted to its end in a piece's."""
     whole, piece = tmp_path / "grid", tmp_path / "grid-rest"
     shutil.copytree(run_dir, whole)
     shutil.copytree(run_dir, piece)
     moved = _trial_dir(whole, "mc", "awr", 3).name
+    restarted = _trial_dir(whole, "mc", "ppo", 2).name
     for name in ("result.json", "progress.csv"):  # never reported there
         (whole / moved / name).unlink()
-    for state_file in piece.glob("experiment_state-*.json"):  # the piece holds that trial only
+    lines = (whole / restarted / "result.json").read_text().splitlines()
+    (whole / restarted / "result.json").write_text("\n".join(lines[:2]) + "\n")  # cut off after 2 reports
+    (whole / restarted / "progress.csv").write_text("\n".join((whole / restarted / "progress.csv").read_text().splitlines()[:3]) + "\n")
+    for state_file in whole.glob("experiment_state-*.json"):
         state = json.loads(state_file.read_text())
-        state["trial_data"] = [e for e in state["trial_data"] if json.loads(e[0])["relative_logdir"] == moved]
+        for i, entry in enumerate(state["trial_data"]):
+            trial = json.loads(entry[0])
+            if trial["relative_logdir"] == restarted:
+                state["trial_data"][i] = [json.dumps({**trial, "status": "RUNNING"}), entry[1]]
+        state_file.write_text(json.dumps(state))
+    for state_file in piece.glob("experiment_state-*.json"):  # the piece holds those two trials only
+        state = json.loads(state_file.read_text())
+        state["trial_data"] = [e for e in state["trial_data"] if json.loads(e[0])["relative_logdir"] in (moved, restarted)]
         state_file.write_text(json.dumps(state))
     for d in piece.iterdir():
-        if (d / "params.json").is_file() and d.name != moved:
+        if (d / "params.json").is_file() and d.name not in (moved, restarted):
             shutil.rmtree(d)
     out = analyze([whole, piece], tmp_path / "pooled", reps=200, figures=False)
-    assert out.warnings == ["1 trials that never reported in one run ran in another (a grid run in pieces); only the runs with results count"]
+    assert out.warnings == ["2 trials that never reported or did not finish in one run ran to a further point in another "
+                            "(a grid run in pieces); only those copies count"]
     t = out.summary.table.set_index("cell")
-    assert (t.loc["mc+awr", "n"], t.loc["mc+awr", "unfinished"]) == (3, 0)
-    assert t.loc["mc+awr", "final_iqm"] == pytest.approx(np.mean([_success("mc+awr", s, 4) for s in (1, 2, 3)]))
+    for cell in ("mc+awr", "mc+ppo"):
+        assert (t.loc[cell, "n"], t.loc[cell, "unfinished"]) == (3, 0)
+        assert t.loc[cell, "final_iqm"] == pytest.approx(np.mean([_success(cell, s, 4) for s in (1, 2, 3)]))
     md = out.report.read_text()  # the moved trial is no unfinished one, and the header counts it once
     assert "## Unfinished trials" not in md and "12 trials:" in md
 

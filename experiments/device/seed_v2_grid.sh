@@ -6,8 +6,10 @@
 #            (its MC trials then take every CPU but 4: MC_CPUS overrides), else launch; watch 540 s
 #   call k:  bash experiments/device/seed_v2_grid.sh watch 560   # watch the live status for up to 560 s
 #   last:    bash experiments/device/seed_v2_grid.sh stop        # SIGINT (Tune saves its state), prune, pack into $OUT
-# What comes back ($OUT/run.tgz.part*, 15 MiB parts; grid.log) goes under .device/run/ and is carried into the next
-# session's `start`. A piece of the grid (NAME=seed-v2-rest CELLS=a,b SEEDS=3 MC_CPUS=12 ... start) runs in its own run
+# What comes back ($OUT/run.tgz.part*, 15 MiB parts; grid.log) is committed on main under
+# experiments/results/seed-v2/device-state/$NAME/ while the run is unfinished (a local branch or .device/ does not
+# survive a new checkout: session 10 lost MC16's state so) and is carried into the next session's `start`, which
+# also takes parts from .device/run/. A piece of the grid (NAME=seed-v2-rest CELLS=a,b SEEDS=3 MC_CPUS=12 ... start) runs in its own run
 # directory runs/grid/$NAME (`grid --cells/--seeds`); `analyze` pools it with the rest. Pruning keeps what a resume needs: the newest checkpoint of every unfinished trial, none of
 # finished ones except the final policy.pt of the cells whose policies the study commits.
 set -uo pipefail
@@ -20,7 +22,9 @@ wait_grid() { local end=$((SECONDS + $1)); while [ $SECONDS -lt $end ] && runnin
 case "${1:?start|watch|stop}" in
   start)
     mkdir -p runs/grid
-    if ls .device/run/run.tgz.part* >/dev/null 2>&1 && [ ! -d "$RUN" ]; then cat .device/run/run.tgz.part* | tar xzf - -C runs/grid; fi
+    for src in experiments/results/seed-v2/device-state/"$NAME" .device/run; do
+      if ls "$src"/run.tgz.part* >/dev/null 2>&1 && [ ! -d "$RUN" ]; then cat "$src"/run.tgz.part* | tar xzf - -C runs/grid; fi
+    done
     # a carried run resumes with this machine's CPUs for its MC trials (the spec's 8 re-rollout CPUs were sized for
     # four trials at once on 16 cores; the MC cells that remain run best with the whole machine each)
     # (the spec's CPUs and GPU share for the rest: a run last resumed elsewhere may carry other resources)
