@@ -99,7 +99,7 @@ def merge(experiments: Sequence[Experiment], compare: bool) -> tuple[pd.DataFram
         # did not finish in one run and finished in another (restarted there), is the same trial, moved; only the
         # copy that got further counts.
         reported = trials_f["trial_id"].isin(set(results_f["trial_id"]))
-        finished = trials_f["status"] == "TERMINATED" if "status" in trials_f else reported & False
+        finished = trials_f["status"] == "TERMINATED" if "status" in trials_f else pd.Series(False, index=trials_f.index)
         moved = (~reported & key.isin(set(key[reported]))) | (~finished & key.isin(set(key[finished])))
         if moved.any():
             warnings.append(f"{int(moved.sum())} trials that never reported or did not finish in one run ran to a "

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from orchestrator.cli_args import add_dataclass_args, dataclass_from_args
+from orchestrator.cli_args import add_dataclass_args, comma_list, dataclass_from_args
 
 
 def _check_policy_run(policy: str, backend: str) -> None:
@@ -233,7 +233,7 @@ def _cmd_quality(ns):
 def _cmd_export_policies(ns):
     from orchestrator.policy_export import export_policies
 
-    cells = [c.strip() for c in ns.cells.split(",") if c.strip()] if ns.cells else None
+    cells = comma_list(ns.cells) or None
     res = export_policies(ns.run_dirs, ns.out, cells, overwrite=ns.overwrite)
     for line in res.skipped:
         print(f"skipped: {line}")

@@ -7,6 +7,11 @@ import typing
 from typing import Any
 
 
+def comma_list(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``: a comma-separated flag value, blanks dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def _bool(s: str) -> bool:
     v = s.strip().lower()
     if v in ("1", "true", "yes", "on"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from orchestrator.cli_args import add_dataclass_args, dataclass_from_args
+from orchestrator.cli_args import add_dataclass_args, comma_list, dataclass_from_args
 from orchestrator.submit import SlurmConfig
 
 
@@ -37,7 +37,7 @@ def _resources(ns) -> dict:
 def _seed_list(text: str) -> list[int]:
     """``--seeds 3`` or ``--seeds 1,3``: seed values (not a count)."""
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in comma_list(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated seed values, e.g. 1,3; got {text!r}") from None
     if any(s < 0 for s in seeds):
@@ -48,8 +48,7 @@ def _seed_list(text: str) -> list[int]:
 def _cmd_grid(ns) -> None:
     from orchestrator.tune_runner import launch
 
-    cells = [c.strip() for c in ns.cells.split(",") if c.strip()]
-    outcome = launch(ns.spec, storage=ns.storage, name=ns.name, address=ns.address, resume=ns.resume, cells=cells,
+    outcome = launch(ns.spec, storage=ns.storage, name=ns.name, address=ns.address, resume=ns.resume, cells=comma_list(ns.cells),
                      seeds=ns.seeds, resources=_resources(ns))
     _analyse_and_exit(outcome, not ns.no_analysis, not ns.no_figures)
 
