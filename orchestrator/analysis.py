@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -86,9 +86,15 @@ def merge(experiments: Sequence[Experiment], compare: bool) -> tuple[pd.DataFram
     if len(set(names)) < len(names):
         raise AnalysisError(f"run directories must have distinct names to be merged, got {', '.join(names)}")
     trials, results = [], []
+    # A config field added after a run was recorded is absent from that run's trials: the run ran with the
+    # field's default behaviour (new fields default to the old behaviour), so it is filled in, and the same
+    # trial recorded before and after the field was added reads as one config.
+    recorded = {c for e in experiments for c in e.trials.columns if c.startswith(CONFIG_PREFIX)}
+    defaults = {CONFIG_PREFIX + f.name: f.default for f in fields(FinetuneConfig) if f.default is not MISSING}
     for e in experiments:
         extra = {RUN: e.name} if compare else {}
-        trials.append(e.trials.assign(trial_id=e.name + ":" + e.trials["trial_id"].astype(str), **extra))
+        absent = {c: defaults[c] for c in recorded - set(e.trials.columns) if c in defaults}
+        trials.append(e.trials.assign(trial_id=e.name + ":" + e.trials["trial_id"].astype(str), **absent, **extra))
         results.append(e.results.assign(trial_id=e.name + ":" + e.results["trial_id"].astype(str), **extra))
     trials_f, results_f = pd.concat(trials, ignore_index=True), pd.concat(results, ignore_index=True)
     warnings = []
@@ -97,10 +103,18 @@ def merge(experiments: Sequence[Experiment], compare: bool) -> tuple[pd.DataFram
         key = trials_f[cols].map(value_text).apply(tuple, axis=1)
         # A grid run in pieces (grid --cells): a trial that never reported in one run and ran in another, or that
         # did not finish in one run and finished in another (restarted there), is the same trial, moved; only the
-        # copy that got further counts.
+        # copy that got further counts.  Of copies none of which finished nor failed (a restart still under way:
+        # pending, paused or running), the one with the latest iteration counts (on a tie, the later run's).
         reported = trials_f["trial_id"].isin(set(results_f["trial_id"]))
         finished = trials_f["status"] == "TERMINATED" if "status" in trials_f else pd.Series(False, index=trials_f.index)
         moved = (~reported & key.isin(set(key[reported]))) | (~finished & key.isin(set(key[finished])))
+        failed = trials_f["status"] == "ERROR" if "status" in trials_f else pd.Series(False, index=trials_f.index)
+        under_way = reported & ~finished & ~failed & ~key.isin(set(key[finished]))
+        if under_way.any():
+            last = trials_f["trial_id"].map(results_f.groupby("trial_id")["iteration"].max())
+            order = pd.DataFrame({"key": key.map(repr), "last": last, "pos": range(len(key))})[under_way]
+            furthest = set(order.sort_values(["last", "pos"]).drop_duplicates("key", keep="last")["pos"])
+            moved |= under_way & ~pd.Series(range(len(key)), index=trials_f.index).isin(furthest)
         if moved.any():
             warnings.append(f"{int(moved.sum())} trials that never reported or did not finish in one run ran to a "
                             "further point in another (a grid run in pieces); only those copies count")

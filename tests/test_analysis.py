@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestrator.analysis import analyze
+from orchestrator.analysis import analyze, merge
 from orchestrator.results_frame import summarize
 from orchestrator.rundir import NotAnExperimentError, load_experiment
 
@@ -344,33 +344,43 @@ def test_report_for_one_seed_three_seeds_and_two_runs(run_dir, tmp_path):
                                                       "estimator gae: update rules", "estimator mc: update rules"}
 
 
+def _cut_off(run: Path, trial: str, reports: int) -> None:
+    """Trial ``trial`` of ``run`` stopped after ``reports`` reports, as a run interrupted mid-trial leaves it."""
+    for name in ("result.json", "progress.csv"):
+        lines = (run / trial / name).read_text().splitlines()
+        (run / trial / name).write_text("\n".join(lines[:reports + (name == "progress.csv")]) + "\n")
+    for state_file in run.glob("experiment_state-*.json"):
+        state = json.loads(state_file.read_text())
+        for i, entry in enumerate(state["trial_data"]):
+            t = json.loads(entry[0])
+            if t["relative_logdir"] == trial:
+                state["trial_data"][i] = [json.dumps({**t, "status": "RUNNING"}), entry[1]]
+        state_file.write_text(json.dumps(state))
+
+
+def _piece_of(run: Path, piece: Path, keep: tuple) -> None:
+    """``piece``: a copy of ``run`` that holds the trials ``keep`` only (a grid --cells run)."""
+    shutil.copytree(run, piece)
+    for state_file in piece.glob("experiment_state-*.json"):
+        state = json.loads(state_file.read_text())
+        state["trial_data"] = [e for e in state["trial_data"] if json.loads(e[0])["relative_logdir"] in keep]
+        state_file.write_text(json.dumps(state))
+    for d in piece.iterdir():
+        if (d / "params.json").is_file() and d.name not in keep:
+            shutil.rmtree(d)
+
+
 def test_a_grid_run_in_pieces_counts_each_trial_once(run_dir, tmp_path):
     """grid --cells: a trial that never started in the whole grid's run and ran in a piece's run is one run, and so
     is a trial cut off in the whole grid's run and restarted to its end in a piece's."""
     whole, piece = tmp_path / "grid", tmp_path / "grid-rest"
     shutil.copytree(run_dir, whole)
-    shutil.copytree(run_dir, piece)
     moved = _trial_dir(whole, "mc", "awr", 3).name
     restarted = _trial_dir(whole, "mc", "ppo", 2).name
+    _piece_of(whole, piece, (moved, restarted))
     for name in ("result.json", "progress.csv"):  # never reported there
         (whole / moved / name).unlink()
-    lines = (whole / restarted / "result.json").read_text().splitlines()
-    (whole / restarted / "result.json").write_text("\n".join(lines[:2]) + "\n")  # cut off after 2 reports
-    (whole / restarted / "progress.csv").write_text("\n".join((whole / restarted / "progress.csv").read_text().splitlines()[:3]) + "\n")
-    for state_file in whole.glob("experiment_state-*.json"):
-        state = json.loads(state_file.read_text())
-        for i, entry in enumerate(state["trial_data"]):
-            trial = json.loads(entry[0])
-            if trial["relative_logdir"] == restarted:
-                state["trial_data"][i] = [json.dumps({**trial, "status": "RUNNING"}), entry[1]]
-        state_file.write_text(json.dumps(state))
-    for state_file in piece.glob("experiment_state-*.json"):  # the piece holds those two trials only
-        state = json.loads(state_file.read_text())
-        state["trial_data"] = [e for e in state["trial_data"] if json.loads(e[0])["relative_logdir"] in (moved, restarted)]
-        state_file.write_text(json.dumps(state))
-    for d in piece.iterdir():
-        if (d / "params.json").is_file() and d.name not in (moved, restarted):
-            shutil.rmtree(d)
+    _cut_off(whole, restarted, 2)
     out = analyze([whole, piece], tmp_path / "pooled", reps=200, figures=False)
     assert out.warnings == ["2 trials that never reported or did not finish in one run ran to a further point in another "
                             "(a grid run in pieces); only those copies count"]
@@ -380,6 +390,45 @@ def test_a_grid_run_in_pieces_counts_each_trial_once(run_dir, tmp_path):
         assert t.loc[cell, "final_iqm"] == pytest.approx(np.mean([_success(cell, s, 4) for s in (1, 2, 3)]))
     md = out.report.read_text()  # the moved trial is no unfinished one, and the header counts it once
     assert "## Unfinished trials" not in md and "12 trials:" in md
+
+
+def test_a_restart_under_way_counts_once_at_its_furthest_copy(run_dir, tmp_path):
+    """A trial cut off in one run and restarted, still unfinished, in a piece's run: one run, the copy with the
+    latest iteration (whichever run holds it), not two seeds."""
+    whole, piece = tmp_path / "grid", tmp_path / "grid-mc"
+    shutil.copytree(run_dir, whole)
+    ahead_in_whole = _trial_dir(whole, "mc", "awr", 1).name
+    ahead_in_piece = _trial_dir(whole, "mc", "ppo", 3).name
+    _piece_of(whole, piece, (ahead_in_whole, ahead_in_piece))
+    _cut_off(whole, ahead_in_whole, 4)  # iterations 0-3, evaluated at 0 and 2
+    _cut_off(piece, ahead_in_whole, 2)  # evaluated at 0
+    _cut_off(whole, ahead_in_piece, 2)
+    _cut_off(piece, ahead_in_piece, 3)
+    out = analyze([whole, piece], tmp_path / "pooled", reps=200, figures=False)
+    assert out.warnings == ["2 trials that never reported or did not finish in one run ran to a further point in another "
+                            "(a grid run in pieces); only those copies count"]
+    t = out.summary.table.set_index("cell")
+    for cell, seed in (("mc+awr", 1), ("mc+ppo", 3)):
+        assert (t.loc[cell, "n"], t.loc[cell, "unfinished"]) == (3, 1)
+        finals = [_success(cell, s, 2 if s == seed else 4) for s in (1, 2, 3)]  # the further copy's last evaluation
+        assert t.loc[cell, "final_iqm"] == pytest.approx(np.mean(finals))
+
+
+def test_a_run_recorded_before_a_config_field_existed_merges_with_its_default(run_dir, tmp_path):
+    """The first copy of a restarted trial was recorded before a config field was added: the field reads as its
+    default there, so the two copies are one trial (the further one counts), not two configs."""
+    whole, piece = tmp_path / "grid", tmp_path / "grid-mc"
+    shutil.copytree(run_dir, whole)
+    trial = _trial_dir(whole, "mc", "awr", 1).name
+    _piece_of(whole, piece, (trial,))
+    _cut_off(whole, trial, 4)
+    _cut_off(piece, trial, 2)
+    old, new = load_experiment(whole), load_experiment(piece)
+    old.trials = old.trials.drop(columns=["config/advantage_detrend"])  # as a run recorded before the field
+    trials, results, warnings = merge([old, new], compare=False)
+    assert len(trials) == 12 and not any("repeat" in w for w in warnings)
+    kept = trials[trials["config/seed"].eq(1) & trials["config/estimator"].eq("mc") & trials["config/update"].eq("awr")]
+    assert kept["trial_id"].str.startswith("grid:").tolist() == [True] and kept["config/advantage_detrend"].tolist() == [False]
 
 
 def test_published_numbers_and_explicit_cell_labels(run_dir, tmp_path):
