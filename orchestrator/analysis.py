@@ -110,14 +110,27 @@ def merge(experiments: Sequence[Experiment], compare: bool) -> tuple[pd.DataFram
         moved = (~reported & key.isin(set(key[reported]))) | (~finished & key.isin(set(key[finished])))
         failed = trials_f["status"] == "ERROR" if "status" in trials_f else pd.Series(False, index=trials_f.index)
         under_way = reported & ~finished & ~failed & ~key.isin(set(key[finished]))
+        superseded, left_out = pd.Series(False, index=trials_f.index), ""
         if under_way.any():
             last = trials_f["trial_id"].map(results_f.groupby("trial_id")["iteration"].max())
             order = pd.DataFrame({"key": key.map(repr), "last": last, "pos": range(len(key))})[under_way]
-            furthest = set(order.sort_values(["last", "pos"]).drop_duplicates("key", keep="last")["pos"])
-            moved |= under_way & ~pd.Series(range(len(key)), index=trials_f.index).isin(furthest)
+            kept = order.sort_values(["last", "pos"]).drop_duplicates("key", keep="last").set_index("key")["pos"]
+            superseded = under_way & ~pd.Series(range(len(key)), index=trials_f.index).isin(set(kept))
+            if superseded.any():
+                # which copy counts, and how far the left-out one got: a restart's progress stays visible
+                ids, its = trials_f["trial_id"], last.astype("Int64")
+                pairs = [f"{ids[i]} (iteration {its[i]}) in favour of {ids[kept[repr(key[i])]]} (iteration "
+                         f"{its[kept[repr(key[i])]]})" for i in trials_f.index[superseded]]
+                n = int(superseded.sum())
+                left_out = (f"{n} unfinished {'copy' if n == 1 else 'copies'} of a trial restarted in another run "
+                            f"{'is' if n == 1 else 'are'} left out, the copy with the latest iteration counting: " + "; ".join(pairs))
         if moved.any():
             warnings.append(f"{int(moved.sum())} trials that never reported or did not finish in one run ran to a "
                             "further point in another (a grid run in pieces); only those copies count")
+        if left_out:
+            warnings.append(left_out)
+        moved |= superseded
+        if moved.any():
             trials_f, key = trials_f[~moved].reset_index(drop=True), key[~moved].reset_index(drop=True)
             results_f = results_f[results_f["trial_id"].isin(set(trials_f["trial_id"]))].reset_index(drop=True)
         # The same config and seed in two runs: a repeat, not another seed; pooled, but said.

@@ -405,8 +405,13 @@ def test_a_restart_under_way_counts_once_at_its_furthest_copy(run_dir, tmp_path)
     _cut_off(whole, ahead_in_piece, 2)
     _cut_off(piece, ahead_in_piece, 3)
     out = analyze([whole, piece], tmp_path / "pooled", reps=200, figures=False)
-    assert out.warnings == ["2 trials that never reported or did not finish in one run ran to a further point in another "
-                            "(a grid run in pieces); only those copies count"]
+    assert len(out.warnings) == 1 and out.warnings[0].startswith(
+        "2 unfinished copies of a trial restarted in another run are left out, the copy with the latest iteration counting: ")
+    ids = {d: str(t) for d, t in zip(load_experiment(whole).trials["trial_dir"].map(lambda x: Path(x).name),
+                                      load_experiment(whole).trials["trial_id"])}
+    a, b = ids[ahead_in_whole], ids[ahead_in_piece]  # each left-out copy is named, with how far both copies got
+    assert f"grid-mc:{a} (iteration 1) in favour of grid:{a} (iteration 3)" in out.warnings[0]
+    assert f"grid:{b} (iteration 1) in favour of grid-mc:{b} (iteration 2)" in out.warnings[0]
     t = out.summary.table.set_index("cell")
     for cell, seed in (("mc+awr", 1), ("mc+ppo", 3)):
         assert (t.loc[cell, "n"], t.loc[cell, "unfinished"]) == (3, 1)
