@@ -93,7 +93,7 @@ def merge(experiments: Sequence[Experiment], compare: bool) -> tuple[pd.DataFram
     defaults = {CONFIG_PREFIX + f.name: f.default for f in fields(FinetuneConfig) if f.default is not MISSING}
     for e in experiments:
         extra = {RUN: e.name} if compare else {}
-        absent = {c: defaults[c] for c in recorded - set(e.trials.columns) if c in defaults}
+        absent = {c: [defaults[c]] * len(e.trials) for c in recorded - set(e.trials.columns) if c in defaults}  # a row each, whatever the value's type
         trials.append(e.trials.assign(trial_id=e.name + ":" + e.trials["trial_id"].astype(str), **absent, **extra))
         results.append(e.results.assign(trial_id=e.name + ":" + e.results["trial_id"].astype(str), **extra))
     trials_f, results_f = pd.concat(trials, ignore_index=True), pd.concat(results, ignore_index=True)
