@@ -24,8 +24,8 @@ import yaml
 
 from algorithms.config import FinetuneConfig
 from orchestrator import launches, plots, report, stats
-from orchestrator.results_frame import NOT_CELL, RUN, SEED, Summary, summarize, value_text
-from orchestrator.rundir import CONFIG_PREFIX, SPEC_JSON, Experiment, load_experiment
+from orchestrator.results_frame import FINISHED, NOT_CELL, RUN, SEED, Summary, summarize, value_text
+from orchestrator.rundir import CONFIG_PREFIX, FAILED, SPEC_JSON, Experiment, load_experiment
 
 PathLike = Union[str, os.PathLike]
 
@@ -106,21 +106,24 @@ def merge(experiments: Sequence[Experiment], compare: bool) -> tuple[pd.DataFram
         # copy that got further counts.  Of copies none of which finished nor failed (a restart still under way:
         # pending, paused or running), the one with the latest iteration counts (on a tie, the later run's).
         reported = trials_f["trial_id"].isin(set(results_f["trial_id"]))
-        finished = trials_f["status"] == "TERMINATED" if "status" in trials_f else pd.Series(False, index=trials_f.index)
+        status = trials_f["status"] if "status" in trials_f else pd.Series("", index=trials_f.index)
+        finished, failed = status == FINISHED, status == FAILED
         moved = (~reported & key.isin(set(key[reported]))) | (~finished & key.isin(set(key[finished])))
-        failed = trials_f["status"] == "ERROR" if "status" in trials_f else pd.Series(False, index=trials_f.index)
         under_way = reported & ~finished & ~failed & ~key.isin(set(key[finished]))
         superseded, left_out = pd.Series(False, index=trials_f.index), ""
         if under_way.any():
+            keys = key.map(repr)
             last = trials_f["trial_id"].map(results_f.groupby("trial_id")["iteration"].max())
-            order = pd.DataFrame({"key": key.map(repr), "last": last, "pos": range(len(key))})[under_way]
-            kept = order.sort_values(["last", "pos"]).drop_duplicates("key", keep="last").set_index("key")["pos"]
-            superseded = under_way & ~pd.Series(range(len(key)), index=trials_f.index).isin(set(kept))
+            # a stable sort keeps run order among equal iterations, so on a tie the later run's copy counts
+            order = pd.DataFrame({"key": keys, "last": last})[under_way].sort_values("last", kind="stable")
+            kept = order.drop_duplicates("key", keep="last")
+            counting = pd.Series(kept.index, index=kept["key"])  # key -> the copy that counts
+            superseded = under_way & ~trials_f.index.isin(kept.index)
             if superseded.any():
                 # which copy counts, and how far the left-out one got: a restart's progress stays visible
                 ids, its = trials_f["trial_id"], last.astype("Int64")
-                pairs = [f"{ids[i]} (iteration {its[i]}) in favour of {ids[kept[repr(key[i])]]} (iteration "
-                         f"{its[kept[repr(key[i])]]})" for i in trials_f.index[superseded]]
+                pairs = [f"{ids[i]} (iteration {its[i]}) in favour of {ids[j]} (iteration {its[j]})"
+                         for i in trials_f.index[superseded] for j in [counting[keys[i]]]]
                 n = int(superseded.sum())
                 left_out = (f"{n} unfinished {'copy' if n == 1 else 'copies'} of a trial restarted in another run "
                             f"{'is' if n == 1 else 'are'} left out, the copy with the latest iteration counting: " + "; ".join(pairs))
