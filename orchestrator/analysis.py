@@ -24,8 +24,8 @@ import yaml
 
 from algorithms.config import FinetuneConfig
 from orchestrator import launches, plots, report, stats
-from orchestrator.results_frame import FINISHED, NOT_CELL, RUN, SEED, Summary, summarize, value_text
-from orchestrator.rundir import CONFIG_PREFIX, FAILED, SPEC_JSON, Experiment, load_experiment
+from orchestrator.results_frame import NOT_CELL, RUN, SEED, Summary, summarize, value_text
+from orchestrator.rundir import CONFIG_PREFIX, FAILED, FINISHED, SPEC_JSON, Experiment, load_experiment
 
 PathLike = Union[str, os.PathLike]
 
@@ -143,6 +143,14 @@ def merge(experiments: Sequence[Experiment], compare: bool) -> tuple[pd.DataFram
     return trials_f, results_f, warnings
 
 
+def listed_trials(experiments: Sequence[Experiment], trials: pd.DataFrame) -> pd.DataFrame:
+    """``merge``'s trials as a report lists them: the run that recorded each and the trial id it has there."""
+    if len(experiments) == 1 or not len(trials):
+        return trials.assign(run=experiments[0].name if len(experiments) == 1 else "")
+    run, _, trial_id = (trials["trial_id"].astype(str).str.rpartition(":")[i] for i in range(3))
+    return trials.assign(run=run, trial_id=trial_id)
+
+
 def trial_configs(experiments: Sequence[Experiment], trials: pd.DataFrame) -> pd.DataFrame:
     """One row per trial, one column per config field: spec.resolved.json's trials where every run has it
     (what the grid asked for), else the trials' recorded configs."""
@@ -222,13 +230,13 @@ def analyze(run_dirs: Union[PathLike, Sequence[PathLike]], out_dir: Optional[Pat
             shutil.copyfile(src, out / launches.LAUNCHES_FILE)
     parquet = _write_parquet(results, out / "results.parquet")
     rho = {k: v.get("spearman") for k, v in pub.get("quality", {}).items()}
-    figures = plots.write_figures(summary, out, rho) if figures else []
+    drawn = plots.write_figures(summary, out, rho) if figures else None
     helps = {f.name: f.metadata.get("help", "") for f in fields(FinetuneConfig)}
     files = {"results.parquet": parquet is not None, SPEC_JSON: len(resolved) == len(experiments)}
-    blocks = report.build(experiments, summary, figures, trial_configs(experiments, trials), pub, helps, files, warnings,
-                          kept=set(trials["trial_id"].astype(str)) if "trial_id" in trials else None)
+    blocks = report.build(experiments, listed_trials(experiments, trials), summary, drawn,
+                          trial_configs(experiments, trials), pub, helps, files, warnings)
     # Paths in error lines and warnings, relative to the folders holding the runs: the report travels.
     roots = [e.run_dir.parent for e in experiments] + [out, Path.cwd()]
     blocks = report.relativise(blocks, roots)
     report_path = report.write(blocks, summary, out, "Analysis of " + ", ".join(e.name for e in experiments))
-    return AnalysisOutputs(out, report_path, summary_csv, results_csv, parquet, figures, summary, experiments, warnings)
+    return AnalysisOutputs(out, report_path, summary_csv, results_csv, parquet, drawn or [], summary, experiments, warnings)

@@ -187,6 +187,7 @@ def _cmd_pretrain_critic(ns):
 
 
 def _cmd_analyze(ns):
+    from orchestrator.rundir import FAILED
     from orchestrator.storage import analyze_runs
 
     out = analyze_runs(ns.run_dirs, ns.out, target=ns.target, reps=ns.reps, compare=ns.compare, published=ns.published,
@@ -196,7 +197,7 @@ def _cmd_analyze(ns):
     t = out.summary.table
     for _, r in t.iterrows():
         print(f"{r['cell']}: n={r['n']}, final IQM {r['final_iqm'] * 100:.1f}% [{r['final_low'] * 100:.1f}, {r['final_high'] * 100:.1f}]")
-    failed = sum(int((e.trials["status"] == "ERROR").sum()) for e in out.experiments)
+    failed = sum(int((e.trials["status"] == FAILED).sum()) for e in out.experiments)
     if failed:
         print(f"{failed} failed trial{'s' if failed > 1 else ''} (see the report's Failures section)")
     print(f"report: {out.report}")

@@ -15,10 +15,12 @@ import time
 from typing import Optional
 
 from ray.tune import Callback
+from ray.tune.experiment import Trial
 
 from orchestrator.spec import trial_label
 
 SUCCESS = "eval/success_rate"
+STOPPED = "STOPPED"  # not a Tune status: a trial Tune calls TERMINATED that an interrupted run stopped before its end
 
 
 def is_complete(last_result: Optional[dict], config: dict) -> bool:
@@ -66,21 +68,21 @@ class GridProgress(Callback):
 
     def status_line(self, trials, event: str = "", now: Optional[tuple] = None) -> str:
         """``now`` = (trial, status) for the trial of the event: Tune calls the hooks before updating its status."""
-        counts = {"RUNNING": 0, "TERMINATED": 0, "ERROR": 0, "PENDING": 0, "PAUSED": 0, "STOPPED": 0}
+        counts = dict.fromkeys((Trial.RUNNING, Trial.TERMINATED, Trial.ERROR, Trial.PENDING, Trial.PAUSED, STOPPED), 0)
         for t in trials:
             status = now[1] if now is not None and t is now[0] else t.status
-            if status == "TERMINATED" and not is_complete(t.last_result, t.config):
-                status = "STOPPED"  # Tune marks trials TERMINATED when an interrupted run stops them
+            if status == Trial.TERMINATED and not is_complete(t.last_result, t.config):
+                status = STOPPED  # Tune marks trials TERMINATED when an interrupted run stops them
             counts[status] = counts.get(status, 0) + 1
         elapsed = time.monotonic() - (self._t0 or time.monotonic())
         h, rem = divmod(int(elapsed), 3600)
         head = f"[grid {self.name} {h:02d}:{rem // 60:02d}:{rem % 60:02d}] "
         parts = [
-            f"{counts['RUNNING']} running", f"{counts['TERMINATED']} done", f"{counts['ERROR']} failed",
-            f"{counts['PENDING'] + counts['PAUSED']} pending", self._best(trials),
+            f"{counts[Trial.RUNNING]} running", f"{counts[Trial.TERMINATED]} done", f"{counts[Trial.ERROR]} failed",
+            f"{counts[Trial.PENDING] + counts[Trial.PAUSED]} pending", self._best(trials),
         ]
-        if counts["STOPPED"]:
-            parts.insert(4, f"{counts['STOPPED']} stopped")
+        if counts[STOPPED]:
+            parts.insert(4, f"{counts[STOPPED]} stopped")
         return head + " | ".join(parts + ([event] if event else []))
 
     def _print(self, trials, event: str = "", now: Optional[tuple] = None) -> None:
@@ -92,7 +94,7 @@ class GridProgress(Callback):
 
     # -- Tune hooks
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._print(trials, f"{self._who(trial)} started", (trial, "RUNNING"))
+        self._print(trials, f"{self._who(trial)} started", (trial, Trial.RUNNING))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if SUCCESS in result:
@@ -102,14 +104,14 @@ class GridProgress(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         v = self._latest_success(trial)
-        self._print(trials, f"{self._who(trial)} done" + (f": {v:.2f}" if v is not None else ""), (trial, "TERMINATED"))
+        self._print(trials, f"{self._who(trial)} done" + (f": {v:.2f}" if v is not None else ""), (trial, Trial.TERMINATED))
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._print(trials, f"{self._who(trial)} raised; retrying from its last checkpoint")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._print(trials, f"{self._who(trial)} FAILED (see {trial.path}/error.txt)", (trial, "ERROR"))
+        self._print(trials, f"{self._who(trial)} FAILED (see {trial.path}/error.txt)", (trial, Trial.ERROR))
 
     def on_experiment_end(self, trials, **info):
-        complete = all(t.status == "ERROR" or is_complete(t.last_result, t.config) for t in trials)
+        complete = all(t.status == Trial.ERROR or is_complete(t.last_result, t.config) for t in trials)
         self._print(trials, "finished" if complete else "stopped: continue with `python -m orchestrator resume RUN_DIR`")

@@ -18,6 +18,7 @@ from matplotlib.ticker import EngFormatter, NullFormatter
 
 from orchestrator import stats
 from orchestrator.results_frame import Summary
+from orchestrator.rundir import FAILED
 
 # 20 distinguishable colours: Paul Tol's muted and light schemes, then tab20's darker half.  A grid has 12 cells
 # (4 estimators x 3 update rules); a cell beyond 20 reuses a colour with a dashed line.
@@ -84,7 +85,7 @@ def _aggregate_figure(summary: Summary, colours, out_dir: Path) -> Optional[Path
 def _profile_figure(summary: Summary, colours, out_dir: Path) -> Optional[Path]:
     """Performance profiles: fraction of runs whose final success exceeds tau, with bootstrap bands."""
     runs = summary.runs[summary.runs["final"].notna()] if len(summary.runs) else summary.runs
-    runs = runs[runs["status"] != "ERROR"] if len(runs) else runs
+    runs = runs[runs["status"] != FAILED] if len(runs) else runs
     if not len(runs):
         return None
     taus = np.linspace(0, 1, 101)

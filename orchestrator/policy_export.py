@@ -15,7 +15,7 @@ from typing import Optional, Sequence, Union
 
 import pandas as pd
 
-from orchestrator.rundir import NotAnExperimentError, open_experiment
+from orchestrator.rundir import FINISHED, NotAnExperimentError, open_experiment
 
 INDEX = "index.csv"
 POLICY_FILE = "policy.pt"
@@ -72,7 +72,7 @@ def export_policies(run_dirs: Union[str, Path, Sequence], out_dir, cells: Option
             continue
         seed = int(cfg.get("seed", 0))
         label = f"{cell} seed {seed} ({t.trial_id})"
-        if t.status != "TERMINATED":
+        if t.status != FINISHED:
             skipped.append(f"{label}: {t.status}, not finished")
             continue
         ckpt = ea.get_last_checkpoint(t)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from orchestrator import launches, placement, stats
 from orchestrator.results_frame import SEED, Summary, cell_label
-from orchestrator.rundir import CONFIG_PREFIX, Experiment
+from orchestrator.rundir import CONFIG_PREFIX, FAILED, FINISHED, Experiment
 from orchestrator.search import best_table, search_of
 
 
@@ -193,7 +193,7 @@ def per_seed_table(summary: Summary) -> Table:
                 row.append("")
                 continue
             r = r.iloc[0]
-            mark = "" if r["status"] == "TERMINATED" else "*"
+            mark = "" if r["status"] == FINISHED else "*"
             row.append("; ".join(f"{_pct(x['final'])} ({_pct(x['peak'])}){mark}" for _, x in g[g["seed"] == s].iterrows()))
         rows.append(row)
     return Table(["cell"] + [f"seed {int(s) if float(s).is_integer() else s}" for s in seeds], rows)
@@ -313,8 +313,8 @@ def cost_table(summary: Summary) -> Table:
 
 
 def _trial_rows(trials: pd.DataFrame, summary: Summary, failed: bool) -> list[list]:
-    done = trials["status"].isin(["TERMINATED"])
-    sel = trials[trials["status"] == "ERROR"] if failed else trials[~done & (trials["status"] != "ERROR")]
+    status = trials["status"]
+    sel = trials[status == FAILED] if failed else trials[(status != FINISHED) & (status != FAILED)]
     rows = []
     for _, r in sel.iterrows():
         cell = cell_label({c: r.get(c) for c in summary.cell_columns}, r.get(CONFIG_PREFIX + "cell", ""))
@@ -349,16 +349,16 @@ def latex_table(summary: Summary) -> str:
     return "\n".join(lines)
 
 
-def build(experiments: Sequence[Experiment], summary: Summary, figures: Sequence[Path], configs: pd.DataFrame,
-          published: dict, help_texts: dict, files: dict, warnings: Sequence[str],
-          kept: Optional[set] = None) -> list[Block]:
-    """Every block of the report.  ``files``: optional outputs that exist (e.g. {"results.parquet": True}).
-    ``kept``: with several runs, the merged trial ids (``<run>:<trial id>``) the statistics use; trials left out
-    by the merge (moved to another run) are not listed."""
-    fig = {p.name for p in figures}
-    trials = pd.concat([e.trials.assign(run=e.name) for e in experiments], ignore_index=True)
-    if kept is not None and len(experiments) > 1 and len(trials):
-        trials = trials[(trials["run"] + ":" + trials["trial_id"].astype(str)).isin(kept)].reset_index(drop=True)
+def build(experiments: Sequence[Experiment], trials: pd.DataFrame, summary: Summary, figures: Optional[Sequence[Path]],
+          configs: pd.DataFrame, published: dict, help_texts: dict, files: dict, warnings: Sequence[str]) -> list[Block]:
+    """Every block of the report.  ``trials``: the trials the statistics use, one row each (copies a merge of
+    runs left out are not among them), with the ``run`` that recorded each and its ``trial_id`` there.
+    ``figures``: those drawn, None where none were asked for.  ``files``: optional outputs that exist (e.g.
+    {"results.parquet": True})."""
+    fig = {p.name for p in figures or ()}
+
+    def no_figure(why: str) -> Text:  # a figure absent because there was nothing to draw, or because none were drawn
+        return Text(why if figures is not None else "_Not drawn (`analyze --no-figures`)._")
     counts = trials["status"].value_counts().to_dict() if len(trials) else {}
     status_line = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no trials"
     names = ", ".join(f"`{e.name}`" + (" (exported results table)" if e.source == "export" else "") for e in experiments)
@@ -395,10 +395,10 @@ def build(experiments: Sequence[Experiment], summary: Summary, figures: Sequence
     blocks += [swept if swept.rows else Text("_No field differs between trials._"), fixed]
     blocks.append(Heading("Sample efficiency"))
     curves = [n for n in ("curves_by_update.png", "curves_by_estimator.png") if n in fig]
-    blocks += [Image(n, "success vs env steps") for n in curves] or [Text("_No evaluations with env steps to plot._")]
+    blocks += [Image(n, "success vs env steps") for n in curves] or [no_figure("_No evaluations with env steps to plot._")]
     blocks += [Heading("Performance profiles"),
                Text("Fraction of runs whose final success exceeds each threshold, with 95% bootstrap bands (rliable).")]
-    blocks.append(Image("performance_profile.png", "performance profiles") if "performance_profile.png" in fig else Text("_No final evaluations._"))
+    blocks.append(Image("performance_profile.png", "performance profiles") if "performance_profile.png" in fig else no_figure("_No final evaluations._"))
     blocks += [Heading("Probability of improvement (final success)"),
                Text("P(X > Y): the probability that a random run of the row cell ends with a higher final success than a random "
                     "run of the column cell (ties count half), with its 95% percentile-bootstrap CI. Above 0.5 favours the row; "

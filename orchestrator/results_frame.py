@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator import stats
-from orchestrator.rundir import CONFIG_PREFIX, FAILED
+from orchestrator.rundir import CONFIG_PREFIX, FAILED, FINISHED
 
 SUCCESS = "eval/success_rate"
 ENV_STEPS = "charts/env_steps"
@@ -37,7 +37,6 @@ EXPLICIT_CELL = CONFIG_PREFIX + "cell"
 RUN = CONFIG_PREFIX + "run"  # the run directory's name, a cell field only when runs are compared side by side
 CELL_PRIMARY = (CONFIG_PREFIX + "estimator", CONFIG_PREFIX + "update")
 NOT_CELL = tuple(CONFIG_PREFIX + f for f in ("seed", "env_id", "cell", "device", "backend", "mc_workers"))
-FINISHED = "TERMINATED"
 RATE_METRICS = ("start", "final", "peak", "auc")  # success rates: intervals clipped to [0, 1]
 
 

@@ -44,7 +44,8 @@ TRIAL_OUT = "trial"  # run_trial's out_dir inside a Tune trial directory
 RESULT_JSON, PROGRESS_CSV, PARAMS_JSON, ERROR_TXT = "result.json", "progress.csv", "params.json", "error.txt"
 EXPORT_RESULTS, EXPORT_TRIALS = "results.csv", "trials.csv"
 CONFIG_PREFIX = "config/"
-FAILED = "ERROR"
+# the trial statuses Tune records for a trial that ended by itself and for one that raised (its Trial.TERMINATED / .ERROR)
+FINISHED, FAILED = "TERMINATED", "ERROR"
 BASE_COLUMNS = ["trial_id", "status", "error", "trial_dir"]
 
 # Ray's per-row bookkeeping: duplicates of trial columns, or host details that say nothing about the method.

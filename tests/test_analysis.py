@@ -417,6 +417,11 @@ def test_a_restart_under_way_counts_once_at_its_furthest_copy(run_dir, tmp_path)
         assert (t.loc[cell, "n"], t.loc[cell, "unfinished"]) == (3, 1)
         finals = [_success(cell, s, 2 if s == seed else 4) for s in (1, 2, 3)]  # the further copy's last evaluation
         assert t.loc[cell, "final_iqm"] == pytest.approx(np.mean(finals))
+    md = out.report.read_text()  # the unfinished trials listed are the counting copies, under the runs holding them
+    unfinished = md.split("## Unfinished trials")[1].split("\n## ")[0]
+    assert f"| grid | {a} |" in unfinished and f"| grid-mc | {b} |" in unfinished
+    assert f"| grid-mc | {a} |" not in unfinished and f"| grid | {b} |" not in unfinished
+    assert "_Not drawn (`analyze --no-figures`)._" in md and "_No final evaluations._" not in md
 
 
 def test_a_run_recorded_before_a_config_field_existed_merges_with_its_default(run_dir, tmp_path):

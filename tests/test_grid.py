@@ -394,3 +394,28 @@ def test_sigint_stops_the_grid_resumably(policy_checkpoint, tmp_path):
         assert [h["iteration"] for h in trial_history(run_dir / name)] == list(range(ITERATIONS + 1))
     assert json.loads((run_dir / "spec.resolved.json").read_text())["spec"]["resources"]["cpus_per_trial"] == 1
     assert [e["event"] for e in launches.read(run_dir)] == ["start", "end", "resume", "end"]
+
+
+def test_progress_line_counts_tune_statuses_and_trials_stopped_before_their_end():
+    """The grid's one-line status, on Tune's own Trial objects: a trial Tune calls TERMINATED is done only when it
+    reported its last iteration (an interrupted run terminates the others: stopped); the event's trial counts
+    with the status it is about to take (Tune calls the hooks before updating it)."""
+    from ray.tune.experiment import Trial
+
+    from orchestrator.grid_progress import GridProgress
+
+    trials = []
+    for i, (status, last_iteration, success) in enumerate([(Trial.RUNNING, 1, 0.25), (Trial.TERMINATED, 3, 0.75),
+                                                           (Trial.TERMINATED, 2, 0.5), (Trial.ERROR, 1, None),
+                                                           (Trial.PENDING, None, None)]):
+        t = Trial("grid_trial", config={"estimator": "mc", "update": "awr", "seed": i, "num_iterations": 3},
+                  trial_id=f"t{i}", stub=True)
+        t.set_status(status)
+        if last_iteration is not None:
+            t.run_metadata.last_result = {"iteration": last_iteration, **({"eval/success_rate": success} if success else {})}
+        trials.append(t)
+    progress = GridProgress("demo")
+    assert progress.status_line(trials).split("] ")[1] == (
+        "1 running | 1 done | 1 failed | 1 pending | 1 stopped | best mc+awr 0.50 (3 runs)")
+    line = progress.status_line(trials, "mc+awr s4 started", (trials[4], Trial.RUNNING))
+    assert line.split("] ")[1] == "2 running | 1 done | 1 failed | 0 pending | 1 stopped | best mc+awr 0.50 (3 runs) | mc+awr s4 started"
