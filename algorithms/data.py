@@ -9,34 +9,18 @@ and with ``save_states`` also ``states.sim`` [M, state_dim], ``states.elapsed`` 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from algorithms.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from algorithms.config import require_at_least
+from algorithms.pipeline_config import CollectConfig
 from algorithms.rollout import Rollout
 
 DATASET_KEYS = ("obs", "actions", "logprobs", "rewards", "next_obs", "terminated", "truncated")
 STATE_KEYS = ("states.sim", "states.elapsed")
-
-
-@dataclass
-class CollectConfig:
-    policy: str = field(default="experiments/checkpoints/pickcube/start.pt", metadata={"help": "policy checkpoint that acts (its env id and control mode are used)"})
-    out: str = field(default="runs/data/dataset.pt", metadata={"help": "dataset file to write"})
-    num_transitions: int = field(default=10_000, metadata={"help": "transitions to collect (rounded up to whole steps of all envs)"})
-    num_envs: int = field(default=8, metadata={"help": "parallel envs collecting"})
-    seed: int = field(default=1, metadata={"help": "random seed of actions and env resets"})
-    save_states: bool = field(default=False, metadata={"help": "also store the simulator state before each action"})
-    backend: str = field(default="auto", metadata={"help": "simulation backend: auto (gpu when available), gpu or cpu"})
-    deterministic: bool = field(default=False, metadata={"help": "act with the policy mean (no exploration noise)"})
-    max_episode_steps: int = field(default=50, metadata={"help": "time limit of an episode (truncation)"})
-
-    def __post_init__(self):
-        require_at_least(self, ("num_transitions", "num_envs", "max_episode_steps"), 1)
 
 
 def rollout_transitions(rollout: Rollout, limit: Optional[int] = None) -> dict:

@@ -10,7 +10,7 @@ import copy
 import csv
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -20,64 +20,16 @@ import torch
 from algorithms import rng
 from algorithms.agent import Agent
 from algorithms.checkpoint import atomic_torch_save, atomic_write_text, save_policy
-from algorithms.config import require_at_least
 from algorithms.estimators.gae import gae
 from algorithms.evaluate import evaluate
 from algorithms.optim import optimizer_step
+from algorithms.pipeline_config import PretrainConfig
 from algorithms.rollout import collect_rollout
 from algorithms.updates.ppo import ppo_loss
 from envs.config import EnvConfig
 from envs.vector import make_vector_env
 
 LADDER_FIELDS = ["iteration", "env_steps", "wall_time", "success_det", "success_stoch", "eval_episodes", "checkpoint"]
-
-
-@dataclass
-class PretrainConfig:
-    env_id: str = field(default="PickCube-v1", metadata={"help": "ManiSkill task id (a headless variant is built where the stock one cannot render)"})
-    control_mode: str = field(default="pd_joint_delta_pos", metadata={"help": "ManiSkill controller, e.g. pd_joint_delta_pos"})
-    reward_mode: str = field(default="normalized_dense", metadata={"help": "reward PPO pretrains on (normalized_dense shapes the ladder; sparse is success only)"})
-    terminate_on_success: bool = field(default=False, metadata={"help": "end an episode as soon as the task succeeds"})
-    backend: str = field(default="auto", metadata={"help": "simulation backend: auto (gpu when available), gpu or cpu"})
-    num_envs: int = field(default=16, metadata={"help": "parallel envs collecting each rollout"})
-    num_steps: int = field(default=64, metadata={"help": "steps per env per rollout (batch = num_envs x num_steps)"})
-    total_timesteps: int = field(default=3_000_000, metadata={"help": "env steps of the whole run; iterations = total_timesteps // batch"})
-    learning_rate: float = field(default=3e-4, metadata={"help": "Adam learning rate of actor and critic"})
-    anneal_lr: bool = field(default=False, metadata={"help": "decay the learning rate linearly to 0 over the run"})
-    gamma: float = field(default=0.8, metadata={"help": "discount factor"})
-    gae_lambda: float = field(default=0.9, metadata={"help": "lambda of generalised advantage estimation"})
-    update_epochs: int = field(default=4, metadata={"help": "passes over each batch per PPO update"})
-    num_minibatches: int = field(default=4, metadata={"help": "minibatches per epoch (must divide the batch)"})
-    clip_coef: float = field(default=0.2, metadata={"help": "PPO ratio clip epsilon"})
-    clip_vloss: bool = field(default=False, metadata={"help": "clip the value loss like the policy ratio"})
-    ent_coef: float = field(default=0.0, metadata={"help": "weight of the entropy bonus"})
-    vf_coef: float = field(default=0.5, metadata={"help": "weight of the value loss"})
-    max_grad_norm: float = field(default=0.5, metadata={"help": "gradient norm clip"})
-    target_kl: Optional[float] = field(default=0.1, metadata={"help": "stop an update's epochs once approx-KL exceeds this (None: never)"})
-    norm_adv: bool = field(default=True, metadata={"help": "normalise advantages per minibatch"})
-    eval_every: int = field(default=25, metadata={"help": "iterations between evaluations; each one saves ckpt_<iter>.pt and a ladder.csv row"})
-    eval_episodes: int = field(default=128, metadata={"help": "episodes per evaluation (deterministic and stochastic)"})
-    eval_seed: int = field(default=10_000, metadata={"help": "first episode seed of every evaluation (the same episodes each time)"})
-    seed: int = field(default=1, metadata={"help": "random seed of networks, sampling and env resets"})
-    device: str = field(default="cpu", metadata={"help": "torch device of the networks (cpu, cuda, cuda:1, ...)"})
-    init_from: Optional[str] = field(default=None, metadata={"help": "start from this policy checkpoint's weights instead of from scratch"})
-    init_logstd: Optional[float] = field(default=None, metadata={"help": "set the actor's log-std to this at the start (after --init-from); None keeps it"})
-    eval_logstd: Optional[float] = field(default=None, metadata={"help": "stochastic evaluation with the log-std set to this (None: the policy's own); the ladder then shows the noise a start policy will be used at"})
-    fix_logstd: bool = field(default=False, metadata={"help": "keep the actor's log-std fixed (no gradient): the policy learns to act well under exactly that noise"})
-    out_dir: str = field(default="runs/pretrain", metadata={"help": "folder for ladder.csv, ckpt_<iter>.pt and state.pt (resumed from when present)"})
-
-    def __post_init__(self):
-        require_at_least(self, ("num_envs", "num_steps", "total_timesteps", "update_epochs", "num_minibatches", "eval_every", "eval_episodes"), 1)
-        if (self.num_envs * self.num_steps) % self.num_minibatches:
-            raise ValueError("num_envs * num_steps must be divisible by num_minibatches")
-
-    @property
-    def batch_size(self) -> int:
-        return self.num_envs * self.num_steps
-
-    @property
-    def num_iterations(self) -> int:
-        return max(1, self.total_timesteps // self.batch_size)
 
 
 def _at_logstd(agent: Agent, logstd: Optional[float]) -> Agent:

@@ -8,73 +8,13 @@
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import torch
 
-from algorithms.config import require_at_least
 from algorithms.optim import optimizer_step
-from envs.config import REWARD_MODES
-
-
-@dataclass
-class IQLPretrainConfig:
-    dataset: str = field(default="runs/data/dataset.pt", metadata={"help": "dataset file from `collect`"})
-    out: Optional[str] = field(default=None, metadata={"help": "value checkpoint to write (None: runs/values/iql_tau<expectile>_gamma<gamma>.pt)"})
-    expectile: float = field(default=0.7, metadata={"help": "tau of V's expectile regression; 0.5 = SARSA"})
-    gamma: float = field(default=0.8, metadata={"help": "discount; must equal the finetuning trial's gamma"})
-    steps: int = field(default=20_000, metadata={"help": "gradient steps (one minibatch each)"})
-    lr: float = field(default=3e-4, metadata={"help": "Adam learning rate"})
-    batch_size: int = field(default=256, metadata={"help": "transitions per minibatch"})
-    hidden: int = field(default=256, metadata={"help": "width of the Q and V networks' hidden layers"})
-    target_update_rate: float = field(default=0.005, metadata={"help": "Polyak rate of the target Q network per step"})
-    reward_scale: float = field(default=1.0, metadata={"help": "multiply rewards by this (must match the finetuning trial's reward_scale)"})
-    seed: int = field(default=1, metadata={"help": "random seed of network init and minibatch sampling"})
-    device: str = field(default="cpu", metadata={"help": "torch device (cpu, cuda, ...)"})
-
-    def __post_init__(self):
-        if not 0 < self.expectile < 1:
-            raise ValueError(f"expectile must be in (0, 1), got {self.expectile}")
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
-        if not 0 < self.target_update_rate <= 1:
-            raise ValueError(f"target_update_rate must be in (0, 1], got {self.target_update_rate}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        require_at_least(self, ("steps", "batch_size", "hidden"), 1)
-        if self.out is None:
-            self.out = f"runs/values/iql_tau{self.expectile:g}_gamma{self.gamma:g}.pt"
-
-
-@dataclass
-class CriticPretrainConfig:
-    policy: str = field(default="experiments/checkpoints/pickcube/expert.pt", metadata={"help": "policy whose discounted returns V is fitted to"})
-    out: Optional[str] = field(default=None, metadata={"help": "value checkpoint to write (None: runs/values/critic_gamma<gamma>_<reward_mode>.pt)"})
-    gamma: float = field(default=0.8, metadata={"help": "discount of the fitted returns; must equal the finetuning trial's gamma"})
-    reward_mode: str = field(default="sparse", metadata={"help": "reward the returns are computed from (sparse, as in finetuning)"})
-    num_envs: int = field(default=8, metadata={"help": "parallel envs running the policy"})
-    num_steps: int = field(default=200, metadata={"help": "steps per env; steps of episodes still running at the end have no return and are dropped"})
-    max_episode_steps: int = field(default=50, metadata={"help": "time limit of an episode (truncation)"})
-    deterministic: bool = field(default=False, metadata={"help": "act with the policy mean"})
-    steps: int = field(default=5_000, metadata={"help": "gradient steps (one minibatch each)"})
-    lr: float = field(default=3e-4, metadata={"help": "Adam learning rate"})
-    batch_size: int = field(default=256, metadata={"help": "transitions per minibatch"})
-    seed: int = field(default=1, metadata={"help": "random seed of network init and minibatch sampling"})
-    backend: str = field(default="auto", metadata={"help": "simulation backend: auto (gpu when available), gpu or cpu"})
-    device: str = field(default="cpu", metadata={"help": "torch device (cpu, cuda, ...)"})
-
-    def __post_init__(self):
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
-        if self.reward_mode not in REWARD_MODES:
-            raise ValueError(f"unknown reward_mode {self.reward_mode!r}; choose one of {', '.join(REWARD_MODES)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        require_at_least(self, ("num_envs", "num_steps", "max_episode_steps", "steps", "batch_size"), 1)
-        if self.out is None:
-            self.out = f"runs/values/critic_gamma{self.gamma:g}_{self.reward_mode}.pt"
+from algorithms.pipeline_config import CriticPretrainConfig, IQLPretrainConfig
 
 
 def pretrain_iql(cfg: IQLPretrainConfig, progress: bool = False) -> Path:

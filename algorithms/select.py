@@ -2,53 +2,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from algorithms.checkpoint import load_policy, save_policy
 from algorithms.evaluate import evaluate
+from algorithms.pipeline_config import SelectConfig
 from algorithms.provenance import command_line, git_commit, machine, now
 from envs.config import EnvConfig
 from envs.vector import make_vector_env
-
-
-@dataclass
-class SelectConfig:
-    ladder_dir: str = field(default="runs/pretrain", metadata={"help": "pretraining output with ladder.csv and ckpt_*.pt"})
-    out_dir: str = field(default="experiments/checkpoints/pickcube", metadata={"help": "where start.pt, expert.pt and provenance.json go"})
-    start_min: float = field(default=0.40, metadata={"help": "lowest deterministic success of the start policy (reference: 43.8%)"})
-    start_max: float = field(default=0.50, metadata={"help": "highest deterministic success of the start policy"})
-    start_target: float = field(default=0.45, metadata={"help": "candidates are confirmed nearest-first to this ladder success"})
-    expert_min: float = field(default=0.95, metadata={"help": "lowest deterministic success of the expert pi*"})
-    start_logstds: str = field(default="-1.5,-1.75,-2.0,-2.25,-2.5,-3.0", metadata={
-        "help": "actor log-std values tried for the start policy, in order (the reference set -1.5); the first whose "
-                "stochastic success is within start_stoch_margin of the deterministic one is kept ('none': keep the ladder's)"})
-    start_stoch_margin: float = field(default=0.05, metadata={"help": "stochastic success must be >= deterministic - this"})
-    roles: str = field(default="start,expert", metadata={"help": "which policies to select: start,expert | start | expert"})
-    confirm_episodes: int = field(default=256, metadata={"help": "episodes of each confirmation (deterministic and stochastic)"})
-    eval_seed: int = field(default=20_000, metadata={"help": "first seed of the confirmation episodes"})
-    num_envs: int = field(default=16, metadata={"help": "envs evaluating in parallel"})
-    backend: str = field(default="auto", metadata={"help": "simulation backend: auto | gpu | cpu"})
-
-    def __post_init__(self):
-        if not 0 <= self.start_min < self.start_max <= 1:
-            raise ValueError("need 0 <= start_min < start_max <= 1")
-        if self.confirm_episodes < 1:
-            raise ValueError("confirm_episodes must be >= 1")
-        self.logstd_candidates()  # a malformed list fails here, before any simulator starts
-        if not self.role_list() or set(self.role_list()) - {"start", "expert"}:
-            raise ValueError(f"roles must name start and/or expert, got {self.roles!r}")
-
-    def role_list(self) -> list:
-        return [r.strip() for r in self.roles.split(",") if r.strip()]
-
-    def logstd_candidates(self) -> list:
-        if self.start_logstds.strip().lower() in ("none", ""):
-            return [None]
-        try:
-            return [float(x) for x in self.start_logstds.split(",")]
-        except ValueError:
-            raise ValueError(f"start_logstds must be comma-separated numbers or 'none', got {self.start_logstds!r}") from None
 
 
 def select_policies(cfg: SelectConfig, log=print) -> dict:

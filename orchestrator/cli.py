@@ -272,8 +272,9 @@ def one_line(e: BaseException) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from algorithms.pretrain import PretrainConfig
-    from algorithms.select import SelectConfig
+    from algorithms.config import FinetuneConfig
+    from algorithms.pipeline_config import (CollectConfig, CriticPretrainConfig, IQLPretrainConfig, PretrainConfig,
+                                            SelectConfig)
 
     p = OneLineErrorParser(
         prog="python -m orchestrator",
@@ -293,8 +294,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(sp, SelectConfig)
     sp.set_defaults(func=_cmd_select)
 
-    from algorithms.config import FinetuneConfig
-
     sp = sub.add_parser("finetune", help="one finetuning trial (any estimator x update rule), no Ray", description="One trial: iterations of eval / rollout / estimate advantages / update, with TensorBoard logs and a checkpoint per iteration in --out-dir.")
     add_dataclass_args(sp, FinetuneConfig)
     sp.add_argument("--spec", default=None, help="grid spec: run the protocol of its cell --cell (default: its first cell); flags given here override it")
@@ -303,9 +302,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--overwrite", action="store_true", help="remove the trial already in --out-dir (config.json, tb/, checkpoint/) and start again")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_finetune)
-
-    from algorithms.data import CollectConfig
-    from algorithms.pretrain_values import CriticPretrainConfig, IQLPretrainConfig
 
     sp = sub.add_parser("collect", help="offline dataset of transitions from a policy (sparse reward)", description="Runs a policy checkpoint on its task with the sparse reward and writes --num-transitions transitions (obs, actions, rewards, next_obs, terminated, truncated; --save-states: simulator states) as a hash-checked dataset file.")
     add_dataclass_args(sp, CollectConfig)

@@ -47,7 +47,6 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
-from algorithms.checkpoint import check_writable_dir
 from algorithms.config import FinetuneConfig
 from orchestrator.search import SchedulerSpec, SearchSpec, parse_scheduler, parse_search
 from orchestrator.storage import check_uri, is_local, local_path
@@ -562,6 +561,8 @@ def check_storage_writable(storage: str) -> None:
     A URI (``s3://...``) is left to its filesystem and not checked here."""
     if "://" in storage:
         return
+    from algorithms.checkpoint import check_writable_dir  # here, not at the top: it loads torch, which --help does not need
+
     try:
         check_writable_dir(storage, "storage")
     except ValueError as e:

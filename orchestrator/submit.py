@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from algorithms.checkpoint import check_writable_dir
 from orchestrator.spec import expand_trials, load_spec, read_yaml
 from orchestrator.storage import is_local, local_path
 
@@ -342,6 +341,8 @@ def write_sbatch(out: str | os.PathLike, spec_path: str | os.PathLike, cfg: Slur
     out = Path(out)
     if out.is_dir():
         raise SubmitError(f"--slurm {out} is a directory; give the batch script's file name (e.g. grid.sbatch)")
+    from algorithms.checkpoint import check_writable_dir  # here, not at the top: it loads torch, which --help does not need
+
     try:
         check_writable_dir(out.parent, "--slurm")
     except ValueError as e:
