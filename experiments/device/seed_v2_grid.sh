@@ -5,8 +5,8 @@
 #   call 1:  bash experiments/device/seed_v2_grid.sh start 540   # unpack .device/run/run.tgz.part* if carried and resume it
 #            (its MC trials then take every CPU but 4: MC_CPUS overrides), else launch; watch 540 s
 #   call k:  bash experiments/device/seed_v2_grid.sh watch 560   # watch the live status for up to 560 s
-#   last:    bash experiments/device/seed_v2_grid.sh stop        # SIGINT (Tune saves its state), prune, pack into $OUT
-# What comes back ($OUT/run.tgz.part*, 15 MiB parts; grid.log) is committed on main under
+#   last:    bash experiments/device/seed_v2_grid.sh stop        # SIGINT (Tune saves its state), prune, pack into $OUT/$NAME
+# What comes back ($OUT/$NAME/run.tgz.part*, 15 MiB parts; grid.log) is committed on main under
 # experiments/results/seed-v2/device-state/$NAME/ while the run is unfinished (a local branch or .device/ does not
 # survive a new checkout: session 10 lost MC16's state so) and is carried into the next session's `start`, which
 # also takes parts from .device/run/. A piece of the grid (NAME=seed-v2-rest CELLS=a,b SEEDS=3 MC_CPUS=12 ... start) runs in its own run
@@ -61,6 +61,7 @@ for trial in Path(sys.argv[1]).iterdir():
             for p in ck.iterdir():
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
 PY
-    cp "$LOG" "$OUT/grid.log"; du -sh "$RUN"
-    tar czf "$OUT/run.tgz" -C runs/grid "$NAME" && (cd "$OUT" && split -b 15M run.tgz run.tgz.part && rm run.tgz); ls -l "$OUT" ;;
+    # a folder per piece: one call can stop (pack) a finished piece and the next one it started
+    mkdir -p "$OUT/$NAME"; cp "$LOG" "$OUT/$NAME/grid.log"; du -sh "$RUN"
+    tar czf "$OUT/$NAME/run.tgz" -C runs/grid "$NAME" && (cd "$OUT/$NAME" && split -b 15M run.tgz run.tgz.part && rm run.tgz); ls -l "$OUT/$NAME" ;;
 esac
