@@ -26,6 +26,15 @@ def require_at_least(cfg, names, low: int) -> None:
             raise ValueError(f"{name} must be >= {low}, got {getattr(cfg, name)}")
 
 
+def require_in_range(cfg, name: str, low: float, high: float, closed: str = "(]") -> None:
+    """The named field must lie between ``low`` and ``high``; ``closed`` gives the interval's brackets, "(]" = (low, high]."""
+    value = getattr(cfg, name)
+    above = value >= low if closed[0] == "[" else value > low
+    below = value <= high if closed[1] == "]" else value < high
+    if not (above and below):
+        raise ValueError(f"{name} must be in {closed[0]}{low:g}, {high:g}{closed[1]}, got {value}")
+
+
 def require_choice(cfg, name: str, choices) -> None:
     if getattr(cfg, name) not in choices:
         raise ValueError(f"unknown {name} {getattr(cfg, name)!r}; choose one of {', '.join(choices)}")
@@ -167,10 +176,8 @@ class FinetuneConfig:
         require_at_least(self, ("gae_critic_epochs", "iql_online_updates", "quality_every", "gae_warmup_iters", "gae_critic_pretrain_epochs"), 0)
         if self.num_minibatches is not None and not 1 <= self.num_minibatches <= self.batch_size:
             raise ValueError(f"num_minibatches must be in [1, num_envs * num_steps = {self.batch_size}], got {self.num_minibatches}")
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
-        if not 0 <= self.gae_lambda <= 1:
-            raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+        require_in_range(self, "gamma", 0, 1, "(]")
+        require_in_range(self, "gae_lambda", 0, 1, "[]")
         if self.advantage_detrend and self.estimator == "uniform":
             raise ValueError("advantage_detrend needs an estimator with V(s) (gae, td, mc, iql, sarsa), not uniform")
         if self.awr_beta <= 0:
@@ -179,8 +186,7 @@ class FinetuneConfig:
             raise ValueError(f"mc_horizon must be >= 1, got {self.mc_horizon}")
         if self.mc_tolerance is not None and not 0 < self.mc_tolerance < 1:
             raise ValueError(f"mc_tolerance must be in (0, 1), got {self.mc_tolerance}")
-        if not 0 < self.iql_expectile < 1:
-            raise ValueError(f"iql_expectile must be in (0, 1), got {self.iql_expectile}")
+        require_in_range(self, "iql_expectile", 0, 1, "()")
         if self.offline and self.rollout_reset == "once":
             raise ValueError("offline collects one batch: rollout_reset=once has no meaning there; use rollout_reset=iteration")
 

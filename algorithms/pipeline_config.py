@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from algorithms.config import require_at_least
+from algorithms.config import require_at_least, require_in_range
 from envs.config import REWARD_MODES
 
 
@@ -133,12 +133,9 @@ class IQLPretrainConfig:
     device: str = field(default="cpu", metadata={"help": "torch device (cpu, cuda, ...)"})
 
     def __post_init__(self):
-        if not 0 < self.expectile < 1:
-            raise ValueError(f"expectile must be in (0, 1), got {self.expectile}")
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
-        if not 0 < self.target_update_rate <= 1:
-            raise ValueError(f"target_update_rate must be in (0, 1], got {self.target_update_rate}")
+        require_in_range(self, "expectile", 0, 1, "()")
+        require_in_range(self, "gamma", 0, 1, "(]")
+        require_in_range(self, "target_update_rate", 0, 1, "(]")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         require_at_least(self, ("steps", "batch_size", "hidden"), 1)
@@ -164,8 +161,7 @@ class CriticPretrainConfig:
     device: str = field(default="cpu", metadata={"help": "torch device (cpu, cuda, ...)"})
 
     def __post_init__(self):
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        require_in_range(self, "gamma", 0, 1, "(]")
         if self.reward_mode not in REWARD_MODES:
             raise ValueError(f"unknown reward_mode {self.reward_mode!r}; choose one of {', '.join(REWARD_MODES)}")
         if self.lr <= 0:

@@ -87,7 +87,7 @@ def collect_rollout(
     other path's random stream)."""
     if in_workers and hasattr(venv, "map_workers"):
         return _collect_in_workers(agent, venv, obs, num_steps, device, save_states, deterministic, generator)
-    T, N = num_steps, venv.num_envs
+    T = num_steps
     buf = {k: [] for k in ("obs", "actions", "logprobs", "values", "rewards", "terminated", "truncated", "success", "next_obs")}
     sims, elapsed = [], []
     obs = obs.to(device)
