@@ -7,7 +7,7 @@ Each case runs in its own copy of a workspace holding a finished trial, a launch
 dataset, ``--workers`` at a time, as the test does.
 
     python benchmarks/bad_input_refusal.py                 # a table on stdout
-    python benchmarks/bad_input_refusal.py --markdown      # the same, with the machine line, for RESULTS.md
+    python benchmarks/bad_input_refusal.py --markdown      # and append it to benchmarks/RESULTS.md
 """
 from __future__ import annotations
 
@@ -43,11 +43,12 @@ def wall_target(load: float) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=2, help="cases run at once (2: the CI machine's cores)")
-    ap.add_argument("--markdown", action="store_true", help="print the machine, date and commit line above the table")
+    ap.add_argument("--markdown", action="store_true", help="append the table, with machine, date and commit, to benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
     if args.workers < 1:
         ap.error(f"--workers must be >= 1, got {args.workers}")
 
+    started = datetime.datetime.now(datetime.timezone.utc)
     with tempfile.TemporaryDirectory(prefix="bad_input_refusal_") as tmp:
         root = Path(tmp)
         torch.manual_seed(0)
@@ -57,28 +58,32 @@ def main(argv=None) -> int:
         print(f"{len(CASES)} cases, {args.workers} at a time ...", file=sys.stderr)
         outcomes = run_cases(build_workspace(root, policy), workers=args.workers)
 
-    if args.markdown:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        print(f"Machine: {machine_line()}  \nDate: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-              f"commit {commit or '?'}  \nCommand: `python benchmarks/bad_input_refusal.py --workers {args.workers} --markdown`\n")
-    print("| case | exit | wall s | CPU s | load | within target |")
-    print("|---|---:|---:|---:|---:|---|")
+    rows = ["| case | exit | wall s | CPU s | load | within target |", "|---|---:|---:|---:|---:|---|"]
     walls, cpus, misses = [], [], []
     for case in CASES:
         out = outcomes[case.id]
         if isinstance(out, str):
-            print(f"| {case.id} | - | - | - | - | not run: {out} |")
+            rows.append(f"| {case.id} | - | - | - | - | not run: {out} |")
             continue
         ok = out.cpu_s < TARGET_S and out.wall_s < wall_target(out.load)
         walls.append(out.wall_s)
         cpus.append(out.cpu_s)
         if not ok:
             misses.append(case.id)
-        print(f"| {case.id} | {out.returncode} | {out.wall_s:.2f} | {out.cpu_s:.2f} | {out.load:.1f} | {'yes' if ok else '**no**'} |")
+        rows.append(f"| {case.id} | {out.returncode} | {out.wall_s:.2f} | {out.cpu_s:.2f} | {out.load:.1f} | {'yes' if ok else '**no**'} |")
     if walls:
-        print(f"\n{len(walls)} refusals: wall median {statistics.median(walls):.2f} s, max {max(walls):.2f} s; "
-              f"CPU median {statistics.median(cpus):.2f} s, max {max(cpus):.2f} s; target {TARGET_S:g} s; "
-              f"{len(misses)} over it{': ' + ', '.join(misses) if misses else ''}")
+        rows.append(f"\n{len(walls)} refusals: wall median {statistics.median(walls):.2f} s, max {max(walls):.2f} s; "
+                    f"CPU median {statistics.median(cpus):.2f} s, max {max(cpus):.2f} s; target {TARGET_S:g} s; "
+                    f"{len(misses)} over it{': ' + ', '.join(misses) if misses else ''}")
+    table = "\n".join(rows)
+    print(table)
+    if args.markdown:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        path = ROOT / "benchmarks" / "RESULTS.md"
+        with open(path, "a") as f:
+            f.write(f"\n## bad_input_refusal: {started:%Y-%m-%d %H:%M} UTC\n\nMachine: {machine_line()}; commit {commit or '?'}  \n"
+                    f"Command: `python benchmarks/bad_input_refusal.py --workers {args.workers} --markdown`\n\n{table}\n")
+        print(f"\nappended to {path}")
     return 1 if misses else 0
 
 
