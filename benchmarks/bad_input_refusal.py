@@ -15,7 +15,6 @@ import argparse
 import datetime
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +27,8 @@ import torch  # noqa: E402
 
 from algorithms.agent import Agent  # noqa: E402
 from algorithms.checkpoint import save_policy  # noqa: E402
-from algorithms.provenance import machine_line  # noqa: E402
+from algorithms.provenance import git_commit, machine_line  # noqa: E402
+from envs.task_spaces import task_spaces  # noqa: E402
 from tests.bad_inputs import CASES, build_workspace, run_cases  # noqa: E402
 
 TARGET_S = 5.0
@@ -53,8 +53,9 @@ def main(argv=None) -> int:
         root = Path(tmp)
         torch.manual_seed(0)
         policy = root / "untrained.pt"
-        save_policy(policy, Agent(42, 8), env_id="PickCube-v1", control_mode="pd_joint_delta_pos",
-                    config={"note": "untrained benchmark policy"}, metrics={})
+        task = dict(env_id="PickCube-v1", control_mode="pd_joint_delta_pos")
+        spaces = task_spaces(**task)
+        save_policy(policy, Agent(spaces.obs_dim, spaces.act_dim), **task, config={"note": "untrained benchmark policy"}, metrics={})
         print(f"{len(CASES)} cases, {args.workers} at a time ...", file=sys.stderr)
         outcomes = run_cases(build_workspace(root, policy), workers=args.workers)
 
@@ -78,10 +79,9 @@ def main(argv=None) -> int:
     table = "\n".join(rows)
     print(table)
     if args.markdown:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         path = ROOT / "benchmarks" / "RESULTS.md"
         with open(path, "a") as f:
-            f.write(f"\n## bad_input_refusal: {started:%Y-%m-%d %H:%M} UTC\n\nMachine: {machine_line()}; commit {commit or '?'}  \n"
+            f.write(f"\n## bad_input_refusal: {started:%Y-%m-%d %H:%M} UTC\n\nMachine: {machine_line()}; commit {git_commit(ROOT)}  \n"
                     f"Command: `python benchmarks/bad_input_refusal.py --workers {args.workers} --markdown`\n\n{table}\n")
         print(f"\nappended to {path}")
     return 1 if misses else 0
