@@ -184,8 +184,8 @@ class FinetuneConfig:
             raise ValueError(f"awr_beta must be > 0, got {self.awr_beta}")
         if self.mc_horizon is not None and self.mc_horizon < 1:
             raise ValueError(f"mc_horizon must be >= 1, got {self.mc_horizon}")
-        if self.mc_tolerance is not None and not 0 < self.mc_tolerance < 1:
-            raise ValueError(f"mc_tolerance must be in (0, 1), got {self.mc_tolerance}")
+        if self.mc_tolerance is not None:
+            require_in_range(self, "mc_tolerance", 0, 1, "()")
         require_in_range(self, "iql_expectile", 0, 1, "()")
         if self.offline and self.rollout_reset == "once":
             raise ValueError("offline collects one batch: rollout_reset=once has no meaning there; use rollout_reset=iteration")

@@ -9,6 +9,7 @@ CASES = [
     (FinetuneConfig, "gamma", 1.5, "gamma must be in (0, 1], got 1.5"),
     (FinetuneConfig, "gae_lambda", -0.1, "gae_lambda must be in [0, 1], got -0.1"),
     (FinetuneConfig, "iql_expectile", 1.0, "iql_expectile must be in (0, 1), got 1.0"),
+    (FinetuneConfig, "mc_tolerance", 1.0, "mc_tolerance must be in (0, 1), got 1.0"),
     (IQLPretrainConfig, "expectile", 0.0, "expectile must be in (0, 1), got 0.0"),
     (IQLPretrainConfig, "gamma", 2.0, "gamma must be in (0, 1], got 2.0"),
     (IQLPretrainConfig, "target_update_rate", 0.0, "target_update_rate must be in (0, 1], got 0.0"),
