@@ -354,9 +354,14 @@ def test_seed_v2_preset_is_the_reference_protocol():
     seeds = {}
     for t in trials:
         seeds.setdefault(t.cell, []).append(t.seed)
-    assert {k: len(v) for k, v in seeds.items()} == {
+    counts = {k: len(v) for k, v in seeds.items()}
+    assert counts.pop("mc16-expert+awr") >= 1  # issue 9: at least one seed of MC16 (the costly cell)
+    assert counts == {
         "gae+ppo": 3, "gae+awr": 3, "iql+awr": 3, "td20+awr": 3, "gae+recap": 3, "mc1-expert+awr": 3,
-        "mc16-expert+awr": 1, "mc4-current+awr": 1, "offline-mc4-expert+awr": 1, "selfclone+awr": 3}
+        "mc4-current+awr": 1, "offline-mc4-expert+awr": 1, "selfclone+awr": 3}
+    # the MC16 seeds beyond the first are the same config, another seed
+    mc16 = [t for t in trials if t.cell == "mc16-expert+awr"]
+    assert all({**vars(t), "seed": 0} == {**vars(mc16[0]), "seed": 0} for t in mc16)
     for t in trials:
         assert (t.gamma, t.learning_rate, t.num_eval_episodes, t.eval_stochastic) == (0.8, 3e-4, 128, False)
         if t.offline:
