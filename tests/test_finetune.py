@@ -174,3 +174,19 @@ def test_a_trial_checkpointed_on_a_gpu_machine_resumes_on_a_cpu_one(tmp_path, ca
     c = run_trial(cfg, tmp_path / "c", resume_from=at1)
     assert [h["iteration"] for h in b] == [0, 1, 2]
     assert _comparable(b) == _comparable(c)
+
+
+def test_a_finished_trials_state_resumed_reports_its_final_metrics_again_without_another_update(tmp_path):
+    """A stop between a trial's last report reaching storage and the driver recording it leaves a finished state
+    that Tune resumes (the seed-v2 MC16 seed-2 trial, stopped on the lent machine just after update 10): the
+    resumed trial reports the final metrics it holds, and does no further update."""
+    import shutil
+
+    cfg = tiny_cfg("mc", "awr")
+    final = tmp_path / "final"
+    done = run_trial(cfg, tmp_path / "a", report=lambda m, d: shutil.copytree(d, final, dirs_exist_ok=True))
+    again = []
+    resumed = run_trial(cfg, tmp_path / "b", resume_from=final, report=lambda m, d: again.append((m, sorted(os.listdir(d)))))
+    assert [m["iteration"] for m, _ in again] == [cfg.num_iterations]
+    assert again[0][0] == done[-1] and TRIAL_STATE in again[0][1]
+    assert _comparable(resumed) == _comparable(done)

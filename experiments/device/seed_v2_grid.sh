@@ -49,7 +49,12 @@ for trial in Path(sys.argv[1]).iterdir():
         continue
     rows = [json.loads(l) for l in (trial / "result.json").read_text().splitlines() if l.strip()] if (trial / "result.json").exists() else []
     finished = bool(rows) and rows[-1]["iteration"] >= json.loads((trial / "params.json").read_text())["num_iterations"]
-    for ck in (cks if finished else cks[:-1]):
+    # an unfinished trial keeps the checkpoint Tune registered (its last result's) and any newer: a stop between a
+    # report reaching storage and the driver recording it leaves a newer one Tune does not know, and resumes from
+    # the registered one (session 15 emptied that one, keeping only the newest, and the resume failed)
+    registered = rows[-1].get("checkpoint_dir_name") if rows else None
+    older = [ck for ck in cks if registered and ck.name < registered] if registered else cks[:-1]
+    for ck in (cks if finished else older):
         if finished and ck == cks[-1] and trial.name.split("_s")[0] in keep_policy:
             (ck / "trial_state.pt").unlink(missing_ok=True)  # the policy stays for policies/, the resume state goes
             continue
