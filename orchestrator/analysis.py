@@ -143,6 +143,18 @@ def merge(experiments: Sequence[Experiment], compare: bool) -> tuple[pd.DataFram
     return trials_f, results_f, warnings
 
 
+def drop_unfinished(trials: pd.DataFrame, results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """(trials, results, how many left out) without the trials that neither finished nor failed (failed ones stay:
+    the report lists them under Failures)."""
+    if "status" not in trials:
+        raise AnalysisError("--finished-only: the run directories record no trial status")
+    done = trials["status"].isin([FINISHED, FAILED])
+    if not done.any():
+        raise AnalysisError("--finished-only: no trial has finished or failed yet")
+    kept = trials[done].reset_index(drop=True)
+    return kept, results[results["trial_id"].isin(set(kept["trial_id"]))].reset_index(drop=True), int((~done).sum())
+
+
 def listed_trials(experiments: Sequence[Experiment], trials: pd.DataFrame) -> pd.DataFrame:
     """``merge``'s trials as a report lists them: the run that recorded each and the trial id it has there."""
     if len(experiments) == 1 or not len(trials):
@@ -177,13 +189,15 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> Optional[Path]:
 
 def analyze(run_dirs: Union[PathLike, Sequence[PathLike]], out_dir: Optional[PathLike] = None, target: float = 0.9,
             reps: int = stats.DEFAULT_REPS, seed: int = 0, compare: bool = False,
-            published: Optional[PathLike] = None, figures: bool = True) -> AnalysisOutputs:
+            published: Optional[PathLike] = None, figures: bool = True, finished_only: bool = False) -> AnalysisOutputs:
     """Load the run directories, summarise them and write the export, CSVs, figures, report.md/.html, summary.tex.
 
     ``out_dir`` defaults to ``RUN_DIR/analysis`` for one run (Tune ignores foreign folders in an experiment
     directory) and is required for several.  ``published``: a published-numbers YAML (default: the one the
     grid spec names).  ``figures=False``: tables and report only (drawing
-    the figures is most of the time an analysis takes).  Every argument is checked before anything is read or written.
+    the figures is most of the time an analysis takes).  ``finished_only``: trials neither finished nor failed
+    (running, paused, interrupted) are left out, where by default they enter with their latest evaluation as
+    their final.  Every argument is checked before anything is read or written.
     """
     dirs = [Path(run_dirs)] if isinstance(run_dirs, (str, os.PathLike)) else [Path(d) for d in run_dirs]
     if not dirs:
@@ -205,6 +219,10 @@ def analyze(run_dirs: Union[PathLike, Sequence[PathLike]], out_dir: Optional[Pat
         published = next((p for p in named if p and Path(p).is_file()), None)
     pub = load_published(published)
     trials, results, merge_warnings = merge(experiments, compare)
+    if finished_only:
+        trials, results, left = drop_unfinished(trials, results)
+        if left:
+            merge_warnings.append(f"{left} unfinished trial{'s' if left > 1 else ''} left out (finished_only)")
     warnings = [w for e in experiments for w in e.warnings] + merge_warnings
     specs = [e.resolved.get("spec") if e.resolved else None for e in experiments]
     # What the grids swept, as their specs record it; inferred from the configs where a run has no spec.

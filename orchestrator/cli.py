@@ -191,7 +191,7 @@ def _cmd_analyze(ns):
     from orchestrator.storage import analyze_runs
 
     out = analyze_runs(ns.run_dirs, ns.out, target=ns.target, reps=ns.reps, compare=ns.compare, published=ns.published,
-                  figures=not ns.no_figures)
+                  figures=not ns.no_figures, finished_only=ns.finished_only)
     for w in out.warnings:
         print(f"warning: {w}", file=sys.stderr)
     t = out.summary.table
@@ -367,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default=None, help="output folder (default: RUN_DIR/analysis; required with several RUN_DIRs)")
     sp.add_argument("--compare", action="store_true", help="keep several runs' cells apart (side by side) instead of pooling the same cell's seeds")
     sp.add_argument("--no-figures", action="store_true", help="tables and report only, no figures (drawing them is most of an analysis' time)")
+    sp.add_argument("--finished-only", action="store_true", help="leave out trials still running or interrupted (by default they enter with their latest evaluation as their final)")
     sp.add_argument("--published", default=None, help="YAML of published numbers for the report's comparison (default: the grid spec's `published`)")
     sp.add_argument("--target", type=float, default=0.9, help="success threshold for 'env steps to reach target' (default: 0.9)")
     sp.add_argument("--reps", type=int, default=10_000, help="bootstrap resamples (default: 10000)")

@@ -256,6 +256,42 @@ def test_partial_interrupted_experiment(run_dir, tmp_path):
     assert "## Warnings" in md and f"{part.name}/{cut.name}/result.json: 1 damaged line(s)" in md
 
 
+def test_finished_only_leaves_out_a_trial_still_running(run_dir, tmp_path, capsys):
+    """By default an unfinished trial enters with its latest evaluation as its final (a run in progress reads as a
+    result); --finished-only leaves it out, says so, and keeps the failed trial in the Failures section."""
+    from orchestrator.cli import main
+
+    part = tmp_path / "grid"
+    shutil.copytree(run_dir, part)
+    cut = _trial_dir(part, "mc", "awr", 3)
+    rows = (cut / "result.json").read_text().splitlines()
+    (cut / "result.json").write_text("\n".join(rows[:3]) + "\n")  # iterations 0-2 reported, then the driver stopped
+    state_file = sorted(part.glob("experiment_state-*.json"))[-1]
+    state = json.loads(state_file.read_text())
+    for i, entry in enumerate(state["trial_data"]):
+        trial = json.loads(entry[0])
+        if trial["relative_logdir"] == cut.name:
+            state["trial_data"][i] = [json.dumps(dict(trial, status="PAUSED")), entry[1]]
+    state_file.write_text(json.dumps(state))
+
+    every = analyze(part, tmp_path / "every", reps=500, figures=False).summary.table.set_index("cell")
+    assert (every.loc["mc+awr", "n"], every.loc["mc+awr", "unfinished"]) == (3, 1)
+    assert every.loc["mc+awr", "final_iqm"] == pytest.approx((0.93 + 0.95 + 0.745) / 3)  # seed 3 "ends" at iteration 2
+    main(["analyze", str(part), "--out", str(tmp_path / "done"), "--reps", "500", "--no-figures", "--finished-only"])
+    captured = capsys.readouterr()
+    assert "warning: 1 unfinished trial left out (finished_only)" in captured.err
+    assert "mc+awr: n=2, final IQM 94.0%" in captured.out and "1 failed trial" in captured.out
+    done = pd.read_csv(tmp_path / "done" / "summary.csv").set_index("cell")
+    assert (done.loc["mc+awr", "n"], done.loc["mc+awr", "unfinished"]) == (2, 0)
+    assert cut.name not in (tmp_path / "done" / "trials.csv").read_text()
+    assert "## Failures" in (tmp_path / "done" / "report.md").read_text()
+    from orchestrator.analysis import AnalysisError, drop_unfinished
+
+    exp = load_experiment(part)
+    with pytest.raises(AnalysisError, match="no trial has finished or failed yet"):
+        drop_unfinished(exp.trials.assign(status="PAUSED"), exp.results)
+
+
 def test_bad_run_dir_is_one_clear_line(run_dir, tmp_path, capsys):
     from orchestrator.cli import main
 
