@@ -33,9 +33,10 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Optional
+from typing import TYPE_CHECKING, Any, Callable, Collection, Optional
 
-import pandas as pd
+if TYPE_CHECKING:  # imported where a frame is built: the spec, and so every --help, imports this module
+    import pandas as pd
 
 SUCCESS = "eval/success_rate"
 ALGORITHMS = ("optuna",)
@@ -195,6 +196,8 @@ def best_per_cell(results: pd.DataFrame, search: SearchSpec, config_prefix: str 
     the trial, its final ``metric`` (last report carrying it), the number of sampled trials and the searched
     values.  ``results`` is the analysis frame (one row per trial x reported iteration, config columns under
     ``config_prefix``)."""
+    import pandas as pd
+
     cols = ["cell", "trial_id", search.metric, "trials", *search.space]
     if results.empty or search.metric not in results.columns:
         return pd.DataFrame(columns=cols)
