@@ -7,24 +7,41 @@
 #        bash experiments/device/mc16_ablation.sh start 2 1 '--start-logstd=-1.5' '--start-logstd=-1.75'
 #   bash experiments/device/mc16_ablation.sh watch SECONDS      # until every arm has finished, or SECONDS
 #   bash experiments/device/mc16_ablation.sh report             # each arm's flags and success curve -> $OUT/mc16_ablation.txt
+#   bash experiments/device/mc16_ablation.sh stop               # stop the arms, pack them (resume state included)
+#                                                                  into $OUT/mc16-ablation/arms.tgz.part* (15 MiB parts)
+# Arms longer than a device session: commit the parts (e.g. under experiments/results/seed-v2/device-state/ABL/),
+# and in the next session `PARTS=that/folder bash ... start ITERS SEED 'FLAGS A' ...` with the same ITERS, SEED and
+# flags: it unpacks the arms and each continues from its last finished iteration (finetune --resume; the trial's
+# config must match, so ITERS is the whole run's, not the session's).
 # Packages staged in /tmp/site first, as for seed_v2_grid.sh. About 2.6 M re-rollout steps in the first iteration:
 # about 7 minutes on 28 CPUs (session 7); about 15 on 16 vCPUs of the x2 machine, two arms at once (session 8).
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PYTHONWARNINGS="ignore::UserWarning" OMP_NUM_THREADS=1
 D=runs/mc16-ablation
-case "${1:?start|watch|report}" in
+case "${1:?start|watch|report|stop}" in
   start)
     ITERS=${2:?iterations}; SEED=${3:?seed}; shift 3
     # (nproc would obey OMP_NUM_THREADS)
     n=$#; cpus=$(getconf _NPROCESSORS_ONLN); per=$((cpus / n > 0 ? cpus / n : 1)); gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+    if [ -n "${PARTS:-}" ]; then
+      [ -d "$D" ] && { echo "$D exists: refusing to unpack $PARTS over it"; exit 2; }
+      mkdir -p runs && cat "$PARTS"/arms.tgz.part* | tar xzf - -C runs || exit 2
+    fi
     mkdir -p "$D"; i=0
     for flags in "$@"; do
       lo=$((i * per)); hi=$((lo + per - 1))
+      # an unpacked arm continues (its flags must be the ones it started with), a new one starts
+      if [ -f "$D/arm$i/checkpoint/trial_state.pt" ]; then
+        [ "$(cat "$D/arm$i.flags")" = "$flags" ] || { echo "arm$i ran with '$(cat "$D/arm$i.flags")', not '$flags'"; exit 2; }
+        how=--resume
+      else
+        how=--overwrite
+      fi
       echo "$flags" >"$D/arm$i.flags"
       # shellcheck disable=SC2086  # the flags are words
       CUDA_VISIBLE_DEVICES=$((gpus > 0 ? i % gpus : 0)) setsid nohup taskset -c "$lo-$hi" python3 -m orchestrator finetune \
         --spec experiments/seed-v2.yaml --cell mc16-expert+awr --seed "$SEED" --num-iterations "$ITERS" --quality-every 0 \
-        $flags --out-dir "$D/arm$i" --overwrite --no-progress >"$D/arm$i.log" 2>&1 </dev/null &
+        $flags --out-dir "$D/arm$i" $how --no-progress >>"$D/arm$i.log" 2>&1 </dev/null &
       i=$((i + 1))
     done
     sleep 5; tail -n 2 "$D"/arm*.log ;;
@@ -49,4 +66,14 @@ PY
     # the arms' configs, logs and TensorBoard files come back too (a few hundred KB), to commit beside the README
     [ -n "${OUT:-}" ] && tar czf "$OUT/mc16_ablation_arms.tgz" "$D"/arm*.flags "$D"/arm*.log "$D"/arm*/config.json "$D"/arm*/tb 2>/dev/null
     ;;
+  stop)
+    # an arm keeps what its last finished iteration saved; the iteration under way is lost (and redone on resume).
+    # SIGTERM to each arm's process group (setsid: the arm and its env workers): a background job ignores SIGINT
+    groups() { for pid in $(pgrep -f "out-dir $D/arm"); do ps -o pgid= -p "$pid"; done | sort -u; }
+    for g in $(groups); do kill -TERM -- "-$g"; done
+    for _ in $(seq 60); do pgrep -f "out-dir $D/arm" >/dev/null || break; sleep 1; done
+    for g in $(groups); do kill -KILL -- "-$g"; done
+    for f in "$D"/arm*.log; do tail -n 1 "$f"; done
+    mkdir -p "${OUT:?}/mc16-ablation" && tar czf "$OUT/mc16-ablation/arms.tgz" -C runs "$(basename "$D")" &&
+      (cd "$OUT/mc16-ablation" && split -b 15M arms.tgz arms.tgz.part && rm arms.tgz) && ls -l "$OUT/mc16-ablation" ;;
 esac
