@@ -53,7 +53,7 @@ for trial in Path(sys.argv[1]).iterdir():
     # report reaching storage and the driver recording it leaves a newer one Tune does not know, and resumes from
     # the registered one (session 15 emptied that one, keeping only the newest, and the resume failed)
     registered = rows[-1].get("checkpoint_dir_name") if rows else None
-    older = [ck for ck in cks if registered and ck.name < registered] if registered else cks[:-1]
+    older = [ck for ck in cks if ck.name < registered] if registered else cks[:-1]
     for ck in (cks if finished else older):
         if finished and ck == cks[-1] and trial.name.split("_s")[0] in keep_policy:
             (ck / "trial_state.pt").unlink(missing_ok=True)  # the policy stays for policies/, the resume state goes
