@@ -1,0 +1,100 @@
+"""Does MC16 of pi* penalise the start's actions that lose a grasp?
+
+Both MC16 finals keep the start's lost grasps (10.9 / 12.5% of episodes grasp the cube and never place it; the start
+11.7%, `expert.pt` 3.1%): `../failure-modes/table-mc16-finals.md`.  This probe runs the seed-v2 cell
+`mc16-expert+awr`'s first estimate on a smaller batch (the start policy at the cell's log-std, stochastic, as in
+training; MC16 re-rollouts of pi*) and compares the batch-normalised advantages, and the AWR weights they give, of
+the transitions where the cube is grasped before the action and not after it ("grasp lost") with those of all
+other transitions where the cube is grasped before the action ("grasp kept").
+
+    PYTHONPATH=. python experiments/results/seed-v2/probes/grasp-loss/grasp_loss.py [--num-envs 24] [--seed 1] [--json F]
+"""
+import argparse
+import dataclasses
+import json
+import warnings
+
+warnings.filterwarnings("ignore")
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+from algorithms.checkpoint import load_policy  # noqa: E402
+from algorithms.estimators import make_estimator  # noqa: E402
+from algorithms.estimators.base import TrialContext  # noqa: E402
+from algorithms.finetune import load_expert, resolve_device  # noqa: E402
+from algorithms.rollout import collect_rollout  # noqa: E402
+from envs import EnvConfig, make_vector_env  # noqa: E402
+from orchestrator.spec import expand_trials, load_spec  # noqa: E402
+
+GRASPED = 18  # PickCube-v1 state obs: is_grasped (see ../failure-modes/failure_modes.py)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--num-envs", type=int, default=24, help="envs of the rollout (the cell: 100)")
+    ap.add_argument("--seed", type=int, default=1, help="the trial seed whose first rollout this is")
+    ap.add_argument("--json", default=None, help="write every grasped transition's record here")
+    args = ap.parse_args()
+
+    cfg = next(c for c in expand_trials(load_spec("experiments/seed-v2.yaml")) if c.label == "mc16-expert+awr")
+    cfg = dataclasses.replace(cfg, seed=args.seed, num_envs=args.num_envs, quality_every=0)
+    device = resolve_device("cpu")
+    torch.manual_seed(cfg.seed)
+    agent, _ = load_policy(cfg.start_checkpoint, device=device, env_id=cfg.env_id, control_mode=cfg.control_mode)
+    agent.set_logstd(cfg.start_logstd)
+    expert = load_expert(cfg, device, agent.obs_dim, agent.act_dim)
+    env_cfg = EnvConfig(cfg.env_id, cfg.num_envs, cfg.control_mode, "sparse", backend=cfg.backend)
+
+    def make_env(num_envs: int, autoreset: bool = True):
+        return make_vector_env(dataclasses.replace(env_cfg, num_envs=num_envs, autoreset=autoreset))
+
+    venv = make_env(cfg.num_envs)
+    ctx = TrialContext(cfg=cfg, device=device, make_env=make_env, expert=expert, obs_dim=venv.obs_dim, act_dim=venv.act_dim)
+    estimator = make_estimator(cfg.estimator, ctx)
+    estimator.prepare(agent)
+    try:
+        obs = venv.reset(seeds=[cfg.seed * 1000 + i for i in range(cfg.num_envs)])
+        gen = torch.Generator().manual_seed(cfg.seed + 1)
+        ro = collect_rollout(agent, venv, obs, cfg.num_steps, device, save_states=True, generator=gen)
+        est = estimator.estimate(ro, agent)
+    finally:
+        estimator.close()
+        venv.close()
+
+    adv = est.advantages  # [T, N]
+    norm = (adv - adv.mean()) / (adv.std() + 1e-8)  # the AWR update's batch normalisation
+    weight = torch.exp(norm / cfg.awr_beta).clamp(max=cfg.awr_max_weight)
+    before = ro.obs[..., GRASPED] > 0.5
+    after = ro.next_obs[..., GRASPED] > 0.5
+    ended = ro.dones
+    lost = before & ~after & ~ended & ~ro.success
+    kept = before & ~lost
+    rows = []
+    for name, mask in (("grasp lost", lost), ("grasp kept", kept), ("all", torch.ones_like(lost))):
+        n = int(mask.sum())
+        rows.append(dict(group=name, n=n,
+                         adv_raw=float(adv[mask].mean()) if n else None,
+                         adv_norm=float(norm[mask].mean()) if n else None,
+                         positive=float((norm[mask] > 0).float().mean()) if n else None,
+                         weight=float(weight[mask].mean()) if n else None,
+                         q=float(est.q[mask].mean()) if n and est.q is not None else None,
+                         v=float(est.v[mask].mean()) if n and est.v is not None else None))
+    print(f"mc16-expert+awr first estimate, seed {cfg.seed}, {cfg.num_envs} envs x {cfg.num_steps} steps, "
+          f"start log-std {cfg.start_logstd}, {cfg.mc_samples} re-rollouts of pi* each for Q and V")
+    print("| transitions | n | A raw (mean) | A normalised (mean) | positive | AWR weight (mean) | Q / V (mean) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        f = lambda x, d=3: "-" if x is None else f"{x:.{d}f}"
+        print(f"| {r['group']} | {r['n']} | {f(r['adv_raw'])} | {f(r['adv_norm'], 2)} | {f(r['positive'], 2)} | "
+              f"{f(r['weight'], 2)} | {f(r['q'])} / {f(r['v'])} |")
+    if args.json:
+        t, i = torch.nonzero(before, as_tuple=True)
+        recs = [dict(step=int(a), env=int(b), lost=bool(lost[a, b]), adv=float(adv[a, b]), norm=float(norm[a, b]),
+                     q=None if est.q is None else float(est.q[a, b]), v=None if est.v is None else float(est.v[a, b]))
+                for a, b in zip(t.tolist(), i.tolist())]
+        with open(args.json, "w") as fh:
+            json.dump(dict(rows=rows, grasped=recs), fh)
+
+
+if __name__ == "__main__":
+    main()
