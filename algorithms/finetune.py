@@ -207,6 +207,13 @@ def run_trial(
         _check_same_config(resumed["config"], cfg, Path(resume_from) / TRIAL_STATE)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    if resumed is not None and resumed["iteration"] >= cfg.num_iterations:
+        # a finished trial's state resumed: its final report reached storage but not the driver (a stop between
+        # the two; Tune then restores the checkpoint before it, or this one where that is gone). Reporting the
+        # final metrics again records them, with no env, estimator or update started.
+        if report is not None:
+            report(dict(resumed["history"][-1]), Path(resume_from))
+        return resumed["history"]
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -297,11 +304,6 @@ def run_trial(
 
     bar = tqdm(total=cfg.num_iterations, initial=start_iter, desc=cfg.label, unit="it", disable=not progress)
     try:
-        if resumed is not None and start_iter >= cfg.num_iterations and report is not None:
-            # a finished trial's state resumed: its final report reached storage but not the driver (a stop between
-            # the two; Tune then restores the checkpoint before it, or this one where that is gone). Reporting
-            # the final metrics again records them; the run does not redo an update it has already done.
-            report(dict(history[-1]), Path(resume_from))
         if start_iter == 0 and not history:
             m = {"iteration": 0, "charts/env_steps": 0, "charts/sim_steps": 0, "time/total": 0.0}
             run_eval(m)
