@@ -8,7 +8,7 @@ the transitions where the cube is grasped before the action and not after it ("g
 other transitions where the cube is grasped before the action ("grasp kept").
 
     PYTHONPATH=. python experiments/results/seed-v2/probes/grasp-loss/grasp_loss.py [--num-envs 24] [--seed 1] [--json F]
-        [--expert-checkpoint PT]
+        [--expert-checkpoint PT] [--gamma G]
 """
 import argparse
 import dataclasses
@@ -36,11 +36,13 @@ def main():
     ap.add_argument("--seed", type=int, default=1, help="the trial seed whose first rollout this is")
     ap.add_argument("--json", default=None, help="write every grasped transition's record here")
     ap.add_argument("--expert-checkpoint", default=None, help="pi* for the re-rollouts (default: the cell's, expert.pt)")
+    ap.add_argument("--gamma", type=float, default=None, help="discount of the re-rollout returns (default: the cell's, 0.8)")
     args = ap.parse_args()
 
     cfg = next(c for c in expand_trials(load_spec("experiments/seed-v2.yaml")) if c.label == "mc16-expert+awr")
     cfg = dataclasses.replace(cfg, seed=args.seed, num_envs=args.num_envs, quality_every=0,
-                              expert_checkpoint=args.expert_checkpoint or cfg.expert_checkpoint)
+                              expert_checkpoint=args.expert_checkpoint or cfg.expert_checkpoint,
+                              gamma=cfg.gamma if args.gamma is None else args.gamma)
     device = resolve_device("cpu")
     torch.manual_seed(cfg.seed)
     agent, _ = load_policy(cfg.start_checkpoint, device=device, env_id=cfg.env_id, control_mode=cfg.control_mode)
@@ -83,7 +85,7 @@ def main():
                          q=float(est.q[mask].mean()) if n and est.q is not None else None,
                          v=float(est.v[mask].mean()) if n and est.v is not None else None))
     print(f"mc16-expert+awr first estimate, seed {cfg.seed}, {cfg.num_envs} envs x {cfg.num_steps} steps, "
-          f"start log-std {cfg.start_logstd}, {cfg.mc_samples} re-rollouts of pi* ({cfg.expert_checkpoint}) each for Q and V")
+          f"start log-std {cfg.start_logstd}, gamma {cfg.gamma}, {cfg.mc_samples} re-rollouts of pi* ({cfg.expert_checkpoint}) each for Q and V")
     print("| transitions | n | A raw (mean) | A normalised (mean) | positive | AWR weight (mean) | Q / V (mean) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
