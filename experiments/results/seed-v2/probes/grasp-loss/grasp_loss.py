@@ -86,12 +86,16 @@ def main():
                          v=float(est.v[mask].mean()) if n and est.v is not None else None))
     print(f"mc16-expert+awr first estimate, seed {cfg.seed}, {cfg.num_envs} envs x {cfg.num_steps} steps, "
           f"start log-std {cfg.start_logstd}, gamma {cfg.gamma}, {cfg.mc_samples} re-rollouts of pi* ({cfg.expert_checkpoint}) each for Q and V")
-    print("| transitions | n | A raw (mean) | A normalised (mean) | positive | AWR weight (mean) | Q / V (mean) |")
-    print("|---|---|---|---|---|---|---|")
+    # what a group counts for once the update re-normalises the weights per minibatch (exp is convex, so a
+    # transition above the mean advantage can still weigh less than the mean weight)
+    mean_weight = float(weight.mean())
+    print("| transitions | n | A raw (mean) | A normalised (mean) | positive | AWR weight (mean) | relative weight | Q / V (mean) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         f = lambda x, d=3: "-" if x is None else f"{x:.{d}f}"
         print(f"| {r['group']} | {r['n']} | {f(r['adv_raw'])} | {f(r['adv_norm'], 2)} | {f(r['positive'], 2)} | "
-              f"{f(r['weight'], 2)} | {f(r['q'])} / {f(r['v'])} |")
+              f"{f(r['weight'], 2)} | {f(None if r['weight'] is None else r['weight'] / mean_weight, 2)} | "
+              f"{f(r['q'])} / {f(r['v'])} |")
     if args.json:
         t, i = torch.nonzero(before, as_tuple=True)
         recs = [dict(step=int(a), env=int(b), lost=bool(lost[a, b]), adv=float(adv[a, b]), norm=float(norm[a, b]),
