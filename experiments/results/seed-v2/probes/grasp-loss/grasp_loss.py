@@ -24,6 +24,7 @@ from algorithms.estimators import make_estimator  # noqa: E402
 from algorithms.estimators.base import TrialContext  # noqa: E402
 from algorithms.finetune import load_expert, resolve_device  # noqa: E402
 from algorithms.rollout import collect_rollout  # noqa: E402
+from algorithms.updates.awr import awr_weights, batch_advantages, mean_one  # noqa: E402
 from envs import EnvConfig, make_vector_env  # noqa: E402
 from orchestrator.spec import expand_trials, load_spec  # noqa: E402
 
@@ -67,8 +68,12 @@ def main():
         venv.close()
 
     adv = est.advantages  # [T, N]
-    norm = (adv - adv.mean()) / (adv.std() + 1e-8)  # the AWR update's batch normalisation
-    weight = torch.exp(norm / cfg.awr_beta).clamp(max=cfg.awr_max_weight)
+    # the AWR update's own batch normalisation and weights; `relative` is what each transition counts for once the
+    # update re-normalises the weights per minibatch (exp is convex, so a transition above the mean advantage can
+    # still weigh less than the mean weight)
+    norm = batch_advantages(cfg, adv.reshape(-1)).view_as(adv)
+    weight = awr_weights(norm, cfg.awr_beta, cfg.awr_max_weight)
+    relative = mean_one(weight.reshape(-1)).view_as(weight)
     before = ro.obs[..., GRASPED] > 0.5
     after = ro.next_obs[..., GRASPED] > 0.5
     ended = ro.dones
@@ -82,19 +87,17 @@ def main():
                          adv_norm=float(norm[mask].mean()) if n else None,
                          positive=float((norm[mask] > 0).float().mean()) if n else None,
                          weight=float(weight[mask].mean()) if n else None,
+                         relative=float(relative[mask].mean()) if n else None,
                          q=float(est.q[mask].mean()) if n and est.q is not None else None,
                          v=float(est.v[mask].mean()) if n and est.v is not None else None))
     print(f"mc16-expert+awr first estimate, seed {cfg.seed}, {cfg.num_envs} envs x {cfg.num_steps} steps, "
           f"start log-std {cfg.start_logstd}, gamma {cfg.gamma}, {cfg.mc_samples} re-rollouts of pi* ({cfg.expert_checkpoint}) each for Q and V")
-    # what a group counts for once the update re-normalises the weights per minibatch (exp is convex, so a
-    # transition above the mean advantage can still weigh less than the mean weight)
-    mean_weight = float(weight.mean())
     print("| transitions | n | A raw (mean) | A normalised (mean) | positive | AWR weight (mean) | relative weight | Q / V (mean) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         f = lambda x, d=3: "-" if x is None else f"{x:.{d}f}"
         print(f"| {r['group']} | {r['n']} | {f(r['adv_raw'])} | {f(r['adv_norm'], 2)} | {f(r['positive'], 2)} | "
-              f"{f(r['weight'], 2)} | {f(None if r['weight'] is None else r['weight'] / mean_weight, 2)} | "
+              f"{f(r['weight'], 2)} | {f(r['relative'], 2)} | "
               f"{f(r['q'])} / {f(r['v'])} |")
     if args.json:
         t, i = torch.nonzero(before, as_tuple=True)
