@@ -1,7 +1,7 @@
 """The env layer on the real ManiSkill CPU simulation: headless task, step/auto-reset semantics, state restore.
 
 Offsets used below (PickCube-v1, obs_mode="state"), checked by ``test_state_and_obs_layout``:
-  obs: qpos 0:9, qvel 9:18, is_grasped 18, tcp pose 19:26, goal pos 26:29, cube pose 29:36, ...
+  obs: ``envs.obs_layout`` (qpos 0:9, qvel 9:18, is_grasped 18, tcp pose 19:26, goal pos 26:29, cube pose 29:36, ...)
   sim state: table-workspace 0:13, cube 13:26 (pos 13:16, quat 16:20, lin vel 20:23, ang vel 23:26),
              goal_site 26:39, panda 39:70.
 
@@ -16,11 +16,11 @@ import torch
 
 from envs import BackendUnavailable, EnvConfig, EnvState, make_vector_env, resolve_backend
 from envs.backend import physx_gpu_library
+from envs.obs_layout import CUBE_POS, CUBE_TO_GOAL, GOAL_POS, GRASPED, QPOS, QVEL, TCP_POS, is_arm_static, is_placed
 from envs.tasks import HEADLESS_VARIANTS, resolve_env_id, stock_env_id
 
 from conftest import PICKCUBE_ACT_DIM, PICKCUBE_OBS_DIM
 
-QPOS, QVEL, GRASPED, TCP_POS, GOAL_POS, CUBE_POS = slice(0, 9), slice(9, 18), 18, slice(19, 22), slice(26, 29), slice(29, 32)
 S_CUBE_POS, S_CUBE_VEL, S_GOAL_POS = slice(13, 16), slice(20, 26), slice(26, 29)
 NO_CONTACT_ATOL = 1e-4  # measured: typically 1e-6, up to 1.1e-5 (a finger velocity at its joint limit)
 
@@ -95,6 +95,24 @@ def test_state_and_obs_layout(venv):
     assert torch.allclose(st.sim[:, S_CUBE_POS], obs[:, CUBE_POS], atol=1e-6)
     assert torch.allclose(st.sim[:, S_GOAL_POS], obs[:, GOAL_POS], atol=1e-6)
     assert torch.all(obs[:, QVEL] == 0)  # a fresh episode starts at rest
+    assert torch.allclose(obs[:, CUBE_TO_GOAL], obs[:, GOAL_POS] - obs[:, CUBE_POS], atol=1e-6)
+
+
+def test_success_is_placed_and_arm_static(venv, expert_checkpoint):
+    """``envs.obs_layout``'s predicates read PickCube's success off the observation, step by step, along the expert's
+    episodes (success does not end them here, so it holds, breaks and holds again)."""
+    from algorithms.checkpoint import load_policy
+
+    agent, _ = load_policy(expert_checkpoint, env_id="PickCube-v1", obs_dim=42, act_dim=8)
+    obs, agree, succeeded = venv.reset(seed=5), [], 0
+    with torch.no_grad():
+        for _ in range(49):
+            s = venv.step(agent.act(obs, deterministic=True))
+            agree.append(torch.equal(s.success, is_placed(s.obs) & is_arm_static(s.obs)))
+            succeeded += int(s.success.sum())
+            obs = s.obs
+    assert succeeded > 0, "premise: the expert succeeds within 49 steps"
+    assert all(agree), f"predicates disagree with the env's success at steps {[t + 1 for t, a in enumerate(agree) if not a]}"
 
 
 def test_truncation_at_50_steps_then_partial_autoreset(venv):

@@ -6,7 +6,7 @@ import torch
 torch.set_num_threads(1)
 from envs import EnvConfig, make_vector_env
 from algorithms.checkpoint import load_policy
-GRASPED = 18
+from envs.obs_layout import GRASPED
 start, _ = load_policy("experiments/checkpoints/pickcube/start.pt")
 expert, _ = load_policy("experiments/checkpoints/pickcube/expert.pt")
 gamma = 0.8

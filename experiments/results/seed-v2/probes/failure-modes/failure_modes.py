@@ -2,7 +2,9 @@
 success; never grasped; grasped but the cube never within the goal threshold; placed but the arm never static there
 (PickCube's success is placed AND arm joint speeds <= 0.2).  Also: mean steps to first grasp / first placement /
 success.  Batched deterministic inference on the CPU backend (success may differ from a trial's evaluation by an
-episode or two of 128).
+episode or two of 128).  The JSON's per-episode ``placed_moving`` (steps at the goal with the arm moving) uses the env's
+own test (``envs.obs_layout.is_arm_static``: every arm joint <= 0.2) from session 17 on; the JSON files written before
+counted a step as moving when the norm of the arm's joint speeds exceeded 0.2 (the tables do not use this count).
 
     python experiments/results/seed-v2/probes/failure-modes/failure_modes.py NAME=CHECKPOINT ... [--episodes 128] [--seed 10000]
 """
@@ -16,9 +18,7 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 from algorithms.checkpoint import load_policy  # noqa: E402
 from envs import EnvConfig, make_vector_env  # noqa: E402
-
-GRASPED, ARM_QVEL, OBJ_TO_GOAL = 18, slice(9, 16), slice(39, 42)  # PickCube-v1 state obs: see _get_obs_extra
-GOAL_THRESH, STATIC = 0.025, 0.2
+from envs.obs_layout import CUBE_TO_GOAL, GOAL_THRESH, is_arm_static, is_grasped  # noqa: E402
 
 
 def episodes(policy, venv, seeds):
@@ -39,13 +39,13 @@ def episodes(policy, venv, seeds):
             o = st.final_obs
             for k, e in enumerate(ids.tolist()):
                 r = rec[e]
-                dist = float(o[k, OBJ_TO_GOAL].norm())
+                dist = float(o[k, CUBE_TO_GOAL].norm())
                 r["min_dist"] = min(r["min_dist"], dist)
-                if r["grasp"] is None and o[k, GRASPED] > 0.5:
+                if r["grasp"] is None and is_grasped(o[k]):
                     r["grasp"] = t
                 if dist <= GOAL_THRESH:
                     r["placed"] = r["placed"] or t
-                    if float(o[k, ARM_QVEL].norm()) > STATIC:
+                    if not is_arm_static(o[k]):
                         r["placed_moving"] += 1
                 if bool(st.success[k]) and r["success"] is None:
                     r["success"] = t

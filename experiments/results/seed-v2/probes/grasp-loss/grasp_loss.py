@@ -5,7 +5,9 @@ Both MC16 finals keep the start's lost grasps (10.9 / 12.5% of episodes grasp th
 `mc16-expert+awr`'s first estimate on a smaller batch (the start policy at the cell's log-std, stochastic, as in
 training; MC16 re-rollouts of pi*) and compares the batch-normalised advantages, and the AWR weights they give, of
 the transitions where the cube is grasped before the action and not after it ("grasp lost") with those of all
-other transitions where the cube is grasped before the action ("grasp kept").
+other transitions where the cube is grasped before the action ("grasp kept").  From session 17 it also splits the
+start's largest failure, the cube at the goal with the arm still moving: actions that bring the arm to rest there
+(success at that step, "at goal, stops") against those that do not ("at goal, moves on").
 
     PYTHONPATH=. python experiments/results/seed-v2/probes/grasp-loss/grasp_loss.py [--num-envs 24] [--seed 1] [--json F]
         [--expert-checkpoint PT] [--gamma G]
@@ -26,9 +28,8 @@ from algorithms.finetune import load_expert, resolve_device  # noqa: E402
 from algorithms.rollout import collect_rollout  # noqa: E402
 from algorithms.updates.awr import awr_weights, batch_advantages, mean_one  # noqa: E402
 from envs import EnvConfig, make_vector_env  # noqa: E402
+from envs.obs_layout import is_arm_static, is_grasped, is_placed  # noqa: E402
 from orchestrator.spec import expand_trials, load_spec  # noqa: E402
-
-GRASPED = 18  # PickCube-v1 state obs: is_grasped (see ../failure-modes/failure_modes.py)
 
 
 def main():
@@ -74,13 +75,20 @@ def main():
     norm = batch_advantages(cfg, adv.reshape(-1)).view_as(adv)
     weight = awr_weights(norm, cfg.awr_beta, cfg.awr_max_weight)
     relative = mean_one(weight.reshape(-1)).view_as(weight)
-    before = ro.obs[..., GRASPED] > 0.5
-    after = ro.next_obs[..., GRASPED] > 0.5
+    before = is_grasped(ro.obs)
+    after = is_grasped(ro.next_obs)
     ended = ro.dones
     lost = before & ~after & ~ended & ~ro.success
     kept = before & ~lost
+    # the start's other failure: the cube at the goal, the arm still moving (success needs it at rest); the action
+    # either brings the arm to rest there (success at this step) or not
+    at_goal = is_placed(ro.obs) & ~is_arm_static(ro.obs)
+    stops = at_goal & ro.success
+    moves_on = at_goal & ~ro.success & ~ended
+    groups = (("grasp lost", lost), ("grasp kept", kept), ("at goal, stops", stops), ("at goal, moves on", moves_on),
+              ("all", torch.ones_like(lost)))
     rows = []
-    for name, mask in (("grasp lost", lost), ("grasp kept", kept), ("all", torch.ones_like(lost))):
+    for name, mask in groups:
         n = int(mask.sum())
         rows.append(dict(group=name, n=n,
                          adv_raw=float(adv[mask].mean()) if n else None,
@@ -100,8 +108,9 @@ def main():
               f"{f(r['weight'], 2)} | {f(r['relative'], 2)} | "
               f"{f(r['q'])} / {f(r['v'])} |")
     if args.json:
-        t, i = torch.nonzero(before, as_tuple=True)
-        recs = [dict(step=int(a), env=int(b), lost=bool(lost[a, b]), adv=float(adv[a, b]), norm=float(norm[a, b]),
+        t, i = torch.nonzero(before | at_goal, as_tuple=True)
+        recs = [dict(step=int(a), env=int(b), lost=bool(lost[a, b]), at_goal=bool(at_goal[a, b]), stops=bool(stops[a, b]),
+                     adv=float(adv[a, b]), norm=float(norm[a, b]),
                      q=None if est.q is None else float(est.q[a, b]), v=None if est.v is None else float(est.v[a, b]))
                 for a, b in zip(t.tolist(), i.tolist())]
         with open(args.json, "w") as fh:
