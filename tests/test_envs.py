@@ -100,7 +100,7 @@ def test_state_and_obs_layout(venv):
 
 def test_success_is_placed_and_arm_static(venv, expert_checkpoint):
     """``envs.obs_layout``'s predicates read PickCube's success off the observation, step by step, along the expert's
-    episodes (success does not end them here, so it holds, breaks and holds again)."""
+    episodes (success does not end them here, so the steps after the first success are checked too)."""
     from algorithms.checkpoint import load_policy
 
     agent, _ = load_policy(expert_checkpoint, env_id="PickCube-v1", obs_dim=42, act_dim=8)
