@@ -14,6 +14,7 @@ GRASPED = 18  # 1.0 while the gripper holds the cube
 TCP_POS = slice(19, 22)
 GOAL_POS = slice(26, 29)
 CUBE_POS = slice(29, 32)
+TCP_TO_CUBE = slice(36, 39)
 CUBE_TO_GOAL = slice(39, 42)
 
 # PickCube-v1's success: the cube within GOAL_THRESH of the goal AND every arm joint's speed at most STATIC (Panda.is_static)

@@ -16,7 +16,8 @@ import torch
 
 from envs import BackendUnavailable, EnvConfig, EnvState, make_vector_env, resolve_backend
 from envs.backend import physx_gpu_library
-from envs.obs_layout import CUBE_POS, CUBE_TO_GOAL, GOAL_POS, GRASPED, QPOS, QVEL, TCP_POS, is_arm_static, is_placed
+from envs.obs_layout import (CUBE_POS, CUBE_TO_GOAL, GOAL_POS, GRASPED, QPOS, QVEL, TCP_POS, TCP_TO_CUBE, is_arm_static,
+                             is_placed)
 from envs.tasks import HEADLESS_VARIANTS, resolve_env_id, stock_env_id
 
 from conftest import PICKCUBE_ACT_DIM, PICKCUBE_OBS_DIM
@@ -96,6 +97,7 @@ def test_state_and_obs_layout(venv):
     assert torch.allclose(st.sim[:, S_GOAL_POS], obs[:, GOAL_POS], atol=1e-6)
     assert torch.all(obs[:, QVEL] == 0)  # a fresh episode starts at rest
     assert torch.allclose(obs[:, CUBE_TO_GOAL], obs[:, GOAL_POS] - obs[:, CUBE_POS], atol=1e-6)
+    assert torch.allclose(obs[:, TCP_TO_CUBE], obs[:, CUBE_POS] - obs[:, TCP_POS], atol=1e-6)
 
 
 def test_success_is_placed_and_arm_static(venv, expert_checkpoint):

@@ -1,7 +1,8 @@
 """Where do a policy's deterministic episodes fail?  Each episode (PickCube-v1, 50 steps, fixed seeds) is sorted into:
 success; never grasped; grasped but the cube never within the goal threshold; placed but the arm never static there
 (PickCube's success is placed AND arm joint speeds <= 0.2).  Also: mean steps to first grasp / first placement /
-success.  Batched deterministic inference on the CPU backend (success may differ from a trial's evaluation by an
+success; and, for the "grasped, never placed" episodes, whether the cube is still held when the episode ends (from
+session 17).  Batched deterministic inference on the CPU backend (success may differ from a trial's evaluation by an
 episode or two of 128).  The JSON's per-episode ``placed_moving`` (steps at the goal with the arm moving) uses the env's
 own test (``envs.obs_layout.is_arm_static``: every arm joint <= 0.2) from session 17 on; the JSON files written before
 counted a step as moving when the norm of the arm's joint speeds exceeded 0.2 (the tables do not use this count).
@@ -26,7 +27,8 @@ def episodes(policy, venv, seeds):
     for i in range(0, len(seeds), venv.num_envs):
         batch = seeds[i:i + venv.num_envs]
         obs = venv.reset(seeds=batch + [batch[-1]] * (venv.num_envs - len(batch)))
-        rec = [dict(seed=s, grasp=None, placed=None, success=None, placed_moving=0, min_dist=9.0, length=None) for s in batch]
+        rec = [dict(seed=s, grasp=None, placed=None, success=None, placed_moving=0, min_dist=9.0, length=None,
+                    held_end=None) for s in batch]
         alive = torch.ones(venv.num_envs, dtype=torch.bool)
         alive[len(batch):] = False
         for t in range(1, 51):
@@ -52,6 +54,7 @@ def episodes(policy, venv, seeds):
                 if bool(st.terminated[k] | st.truncated[k]):
                     alive[e] = False
                     r["length"] = t
+                    r["held_end"] = bool(is_grasped(o[k]))
             obs = obs.clone()
             obs[ids] = st.obs
         rows += rec
@@ -95,6 +98,14 @@ def main():
         print(f"| {name} | " + " | ".join(f"{100 * counts[k] / len(rows):.1f}%" for k in kinds)
               + f" | {mean('grasp')} / {mean('placed')} / {mean('success')} |", flush=True)
     venv.close()
+    # "grasped, never placed" is an outcome, not a drop: the episode may end with the cube still held, short of the goal
+    print("\n| policy | grasped, never placed | still held at the episode's end | not held at the end | closest to the goal (mean) |")
+    print("|---|---|---|---|---|")
+    for name, rows in out.items():
+        gnp = [r for r in rows if classify(r) == "grasped, never placed"]
+        held = sum(bool(r["held_end"]) for r in gnp)
+        close = f"{100 * sum(r['min_dist'] for r in gnp) / len(gnp):.1f} cm" if gnp else "-"
+        print(f"| {name} | {len(gnp)} | {held} | {len(gnp) - held} | {close} |")
     if ns.json:
         with open(ns.json, "w") as f:
             json.dump(out, f)

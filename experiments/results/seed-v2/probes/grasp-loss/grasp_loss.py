@@ -78,8 +78,12 @@ def main():
     before = is_grasped(ro.obs)
     after = is_grasped(ro.next_obs)
     ended = ro.dones
-    lost = before & ~after & ~ended & ~ro.success
-    kept = before & ~lost
+    # the first obs after an auto-reset still reports the previous episode's grasp (ManiSkill's plain CPU reset keeps
+    # PhysX's contacts: is_grasped 1 with the cube on the table, measured in session 17); such a transition is no loss
+    fresh = torch.zeros_like(ro.dones)
+    fresh[1:] = ro.dones[:-1]
+    lost = before & ~after & ~ended & ~ro.success & ~fresh
+    kept = before & ~lost & ~fresh
     # the start's other failure: the cube at the goal, the arm still moving (success needs it at rest); the action
     # either brings the arm to rest there (success at this step) or not
     at_goal = is_placed(ro.obs) & ~is_arm_static(ro.obs)
