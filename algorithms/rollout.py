@@ -41,6 +41,15 @@ class Rollout:
         return self.terminated | self.truncated
 
     @property
+    def after_autoreset(self) -> torch.Tensor:
+        """[T, N] bool: obs[t] is the first observation of an episode that an auto-reset began inside this rollout.
+        ManiSkill's plain CPU reset keeps PhysX's contacts, so such an observation still reports the previous
+        episode's grasp (is_grasped 1 with the cube on the table); the next step's is right."""
+        out = torch.zeros_like(self.dones)
+        out[1:] = self.dones[:-1]
+        return out
+
+    @property
     def num_steps(self) -> int:
         return self.obs.shape[0]
 

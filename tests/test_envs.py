@@ -117,6 +117,28 @@ def test_success_is_placed_and_arm_static(venv, expert_checkpoint):
     assert all(agree), f"predicates disagree with the env's success at steps {[t + 1 for t, a in enumerate(agree) if not a]}"
 
 
+def test_autoreset_obs_keeps_the_previous_grasp_and_the_rollout_marks_it(expert_checkpoint):
+    """ManiSkill's plain CPU reset keeps PhysX's contacts: after the expert succeeds holding the cube, the auto-reset's
+    first observation still says "grasped" with the cube far from the gripper, and the next step's does not.
+    ``Rollout.after_autoreset`` marks that observation, so probes can tell it from a real grasp."""
+    from algorithms.checkpoint import load_policy
+    from algorithms.rollout import collect_rollout
+
+    agent, _ = load_policy(expert_checkpoint, env_id="PickCube-v1", obs_dim=42, act_dim=8)
+    env = make_vector_env(EnvConfig("PickCube-v1", num_envs=1, backend="cpu"))
+    try:
+        ro = collect_rollout(agent, env, env.reset(seeds=[100]), 30, torch.device("cpu"), deterministic=True)
+    finally:
+        env.close()
+    ends = ro.success[:, 0].nonzero().flatten().tolist()
+    assert ends and ends[0] < 29, "premise: the expert succeeds within 29 steps"
+    t = ends[0] + 1
+    assert ro.after_autoreset[:, 0].nonzero().flatten().tolist()[0] == t
+    assert bool(ro.next_obs[t - 1, 0, GRASPED] > 0.5), "premise: the expert holds the cube when it succeeds"
+    assert bool(ro.obs[t, 0, GRASPED] > 0.5) and float(ro.obs[t, 0, TCP_TO_CUBE].norm()) > 0.05
+    assert not bool(ro.next_obs[t, 0, GRASPED] > 0.5)
+
+
 def test_truncation_at_50_steps_then_partial_autoreset(venv):
     acts = small_random_actions(50, 2, seed=1, scale=1.0)
     venv.reset(seed=11)

@@ -78,10 +78,7 @@ def main():
     before = is_grasped(ro.obs)
     after = is_grasped(ro.next_obs)
     ended = ro.dones
-    # the first obs after an auto-reset still reports the previous episode's grasp (ManiSkill's plain CPU reset keeps
-    # PhysX's contacts: is_grasped 1 with the cube on the table, measured in session 17); such a transition is no loss
-    fresh = torch.zeros_like(ro.dones)
-    fresh[1:] = ro.dones[:-1]
+    fresh = ro.after_autoreset  # its obs may still report the previous episode's grasp: no loss, no keep
     lost = before & ~after & ~ended & ~ro.success & ~fresh
     kept = before & ~lost & ~fresh
     # the start's other failure: the cube at the goal, the arm still moving (success needs it at rest); the action

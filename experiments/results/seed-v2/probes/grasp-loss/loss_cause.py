@@ -45,10 +45,7 @@ def losses(ro, first_episode_only: bool):
     live = torch.ones_like(held)
     if first_episode_only:  # an env's transitions up to and including its first episode end
         live = (ro.dones.int().cumsum(0) - ro.dones.int()) == 0
-    # the first obs after an auto-reset still reports the previous episode's grasp (ManiSkill's plain CPU reset keeps
-    # PhysX's contacts: is_grasped 1 with the cube on the table, measured in session 17); such a transition is no loss
-    fresh = torch.zeros_like(ro.dones)
-    fresh[1:] = ro.dones[:-1]
+    fresh = ro.after_autoreset  # its obs may still report the previous episode's grasp: no loss, no keep
     lost = live & held & ~held_after & ~ro.dones & ~ro.success & ~fresh
     kept = live & held & ~lost & ~fresh
     cmd = ro.actions[..., GRIPPER].clamp(-1, 1)
