@@ -136,10 +136,11 @@ def prepare_trial_dir(out_dir: str | Path, cfg: FinetuneConfig, resume: bool = F
         if not state.is_file():
             raise ValueError(f"--resume: {state} does not exist, so there is no trial to continue; run without --resume to start one")
         try:
-            saved = torch.load(state, map_location="cpu", weights_only=False)["config"]
+            saved = torch.load(state, map_location="cpu", weights_only=False)
+            saved = saved["config"], saved["iteration"]
         except Exception as e:  # truncated file, not a trial state
             raise ValueError(f"--resume: {state} is not a readable trial state ({type(e).__name__}); pass --overwrite to start the trial again") from None
-        _check_same_config(saved, cfg, state)
+        _check_same_config(*saved, cfg, state)
         return out / "checkpoint"
     if existing and not overwrite:
         raise ValueError(f"--out-dir {out} already holds a trial ({', '.join(existing)}); pass --resume to continue it, "
@@ -155,14 +156,24 @@ def prepare_trial_dir(out_dir: str | Path, cfg: FinetuneConfig, resume: bool = F
     return None
 
 
-def _check_same_config(saved: dict, cfg: FinetuneConfig, state: Path) -> None:
+# Fields a resume may change: nothing in a trial depends on them but where its loop stops (reset seeds, schedules
+# and the update use the iteration index only), so a resumed trial with more iterations continues exactly as a
+# trial started with that many would have.
+EXTENDABLE = ("num_iterations",)
+
+
+def _check_same_config(saved: dict, finished: int, cfg: FinetuneConfig, state: Path) -> None:
+    """``saved``: the config of the trial state at ``state``, which has finished ``finished`` iterations."""
     new = cfg.to_dict()
-    changed = [k for k in sorted(set(saved) | set(new)) if saved.get(k) != new.get(k)]
+    changed = [k for k in sorted(set(saved) | set(new)) if saved.get(k) != new.get(k) and k not in EXTENDABLE]
     if changed:
         k = changed[0]
         raise ValueError(f"--resume: the trial in {state.parent.parent} was run with {k}={saved.get(k)!r}, this call asks for {new.get(k)!r}"
                          f"{f' (and {len(changed) - 1} more changes)' if len(changed) > 1 else ''}; "
                          "resume with the same flags, or pass --overwrite to start it again")
+    if cfg.num_iterations < finished:
+        raise ValueError(f"--resume: the trial in {state.parent.parent} has finished {finished} iterations, so --num-iterations "
+                         f"must be at least {finished} (it may grow, to extend the trial), got {cfg.num_iterations}")
 
 
 def needs_expert(cfg: FinetuneConfig) -> bool:
@@ -204,7 +215,10 @@ def run_trial(
         if not (Path(resume_from) / TRIAL_STATE).is_file():
             raise ValueError(f"cannot resume from {resume_from}: it holds no {TRIAL_STATE}")
         resumed = torch.load(Path(resume_from) / TRIAL_STATE, map_location="cpu", weights_only=False)
-        _check_same_config(resumed["config"], cfg, Path(resume_from) / TRIAL_STATE)
+        _check_same_config(resumed["config"], resumed["iteration"], cfg, Path(resume_from) / TRIAL_STATE)
+        if resumed["config"].get("num_iterations") != cfg.num_iterations:
+            print(f"resume: the trial runs to iteration {cfg.num_iterations} (it was set to {resumed['config'].get('num_iterations')}); "
+                  f"{resumed['iteration']} are done", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     if resumed is not None and resumed["iteration"] >= cfg.num_iterations:

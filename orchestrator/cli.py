@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(sp, FinetuneConfig)
     sp.add_argument("--spec", default=None, help="grid spec: run the protocol of its cell --cell (default: its first cell); flags given here override it")
     sp.add_argument("--out-dir", default=None, help="trial directory (default: runs/finetune/<cell>-seed<seed>)")
-    sp.add_argument("--resume", action="store_true", help="continue the trial in --out-dir from <out-dir>/checkpoint (same flags)")
+    sp.add_argument("--resume", action="store_true", help="continue the trial in --out-dir from <out-dir>/checkpoint (same flags; --num-iterations may grow, to extend it)")
     sp.add_argument("--overwrite", action="store_true", help="remove the trial already in --out-dir (config.json, tb/, checkpoint/) and start again")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_finetune)

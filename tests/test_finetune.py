@@ -189,3 +189,23 @@ def test_a_finished_trials_state_resumed_reports_its_final_metrics_again_without
     assert [m["iteration"] for m, _ in again] == [cfg.num_iterations]
     assert again[0][0] == done[-1] and TRIAL_STATE in again[0][1]
     assert _comparable(resumed) == _comparable(done)
+
+
+def test_a_trial_resumed_with_more_iterations_continues_as_a_longer_trial_would(tmp_path, capsys):
+    """--num-iterations is the one field a resume may change (a run extended past its planned end, as the seed-v2
+    gamma-0.95 ablation was): 2 iterations, then resumed to 3, give the metrics of a 3-iteration trial; a resume
+    that asks for fewer iterations than are done is refused before anything is written."""
+    from algorithms.finetune import prepare_trial_dir
+
+    short = tmp_path / "short"
+    run_trial(tiny_cfg("gae", "awr", eval_every=1), short)
+    extended = run_trial(tiny_cfg("gae", "awr", eval_every=1, num_iterations=3), short, resume_from=short / "checkpoint")
+    assert "the trial runs to iteration 3 (it was set to 2); 2 are done" in capsys.readouterr().out
+    straight = run_trial(tiny_cfg("gae", "awr", eval_every=1, num_iterations=3), tmp_path / "straight")
+    assert [h["iteration"] for h in extended] == [0, 1, 2, 3]
+    assert _comparable(extended) == _comparable(straight)
+    assert json.loads((short / "config.json").read_text())["num_iterations"] == 3
+    before = sorted(p.name for p in short.rglob("*"))
+    with pytest.raises(ValueError, match="has finished 3 iterations, so --num-iterations must be at least 3"):
+        prepare_trial_dir(short, tiny_cfg("gae", "awr", eval_every=1, num_iterations=1), resume=True)
+    assert sorted(p.name for p in short.rglob("*")) == before
