@@ -55,10 +55,9 @@ import glob, sys
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 for d in sorted(glob.glob(sys.argv[1] + "/arm*/")):
     flags = open(d.rstrip("/") + ".flags").read().strip()
-    ev = glob.glob(d + "tb/*")
-    if not ev:
+    if not glob.glob(d + "tb/*"):
         print(f"{flags:30s} no results"); continue
-    ea = EventAccumulator(ev[0]); ea.Reload()
+    ea = EventAccumulator(d + "tb"); ea.Reload()  # the folder: a resumed arm has one event file per session
     tags = ea.Tags()["scalars"]
     curve = lambda k: [round(100 * e.value, 1) for e in ea.Scalars(k)] if k in tags else []
     print(f"{flags:30s} success {curve('eval/success_rate')}  train {curve('charts/train_success')}")
