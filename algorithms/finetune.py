@@ -202,7 +202,9 @@ def run_trial(
 ) -> list[dict]:
     """Run (or continue) a trial; returns the list of per-iteration metric dicts (iteration 0 included).
     ``cpus``: CPUs granted to the trial, the most env worker processes its rollout and re-rollout envs each
-    start (None: the CPUs this process may run on); results do not depend on it."""
+    start (None: the CPUs this process may run on).  Rollouts and evaluations do not depend on it; MC re-rollouts
+    run in the workers (``mc_in_workers``) do, through their chunk layout (``RerolloutEngine._returns_in_workers``):
+    an MC trial replays bit for bit with the same CPUs (a grid's ``cpus_per_trial`` + ``mc_worker_cpus``)."""
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
