@@ -157,8 +157,9 @@ def prepare_trial_dir(out_dir: str | Path, cfg: FinetuneConfig, resume: bool = F
 
 
 # Fields a resume may change: nothing in a trial depends on them but where its loop stops (reset seeds, schedules
-# and the update use the iteration index only), so a resumed trial with more iterations continues exactly as a
-# trial started with that many would have.
+# and the update use the iteration index only), so a resumed trial with more iterations continues as a trial
+# started with that many would have (exactly so with eval_every 1; otherwise the old last iteration keeps the extra
+# evaluation every trial makes at its end).
 EXTENDABLE = ("num_iterations",)
 
 

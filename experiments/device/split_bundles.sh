@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Split the device bundles (../shared/device/make-bundles.sh: .device/p1.tgz, p2.tgz, p3.tgz) into parts that fit
 # one device call beside the working tree: a call carries the tracked tree plus its `carry` paths, 64 MiB in all, and
-# the tracked tree alone is over 40 MiB (the committed seed-v2 results). Prints one line per call to make, in order,
+# the tracked tree alone is over 40 MiB (the committed seed-v2 results). Prints one line per call to make (any order)
 # on one warm machine (it goes back after 30 s idle, so make them in one batch):
 #   carry [PARTS...]   command: mkdir -p /tmp/parts && cp PARTS /tmp/parts/
 # and, in the last call, after its copy:
