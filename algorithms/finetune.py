@@ -137,10 +137,10 @@ def prepare_trial_dir(out_dir: str | Path, cfg: FinetuneConfig, resume: bool = F
             raise ValueError(f"--resume: {state} does not exist, so there is no trial to continue; run without --resume to start one")
         try:
             saved = torch.load(state, map_location="cpu", weights_only=False)
-            saved = saved["config"], saved["iteration"]
+            config, finished = saved["config"], saved["iteration"]
         except Exception as e:  # truncated file, not a trial state
             raise ValueError(f"--resume: {state} is not a readable trial state ({type(e).__name__}); pass --overwrite to start the trial again") from None
-        _check_same_config(*saved, cfg, state)
+        _check_same_config(config, finished, cfg, state)
         return out / "checkpoint"
     if existing and not overwrite:
         raise ValueError(f"--out-dir {out} already holds a trial ({', '.join(existing)}); pass --resume to continue it, "
@@ -156,17 +156,14 @@ def prepare_trial_dir(out_dir: str | Path, cfg: FinetuneConfig, resume: bool = F
     return None
 
 
-# Fields a resume may change: nothing in a trial depends on them but where its loop stops (reset seeds, schedules
-# and the update use the iteration index only), so a resumed trial with more iterations continues as a trial
-# started with that many would have (exactly so with eval_every 1; otherwise the old last iteration keeps the extra
-# evaluation every trial makes at its end).
-EXTENDABLE = ("num_iterations",)
-
-
 def _check_same_config(saved: dict, finished: int, cfg: FinetuneConfig, state: Path) -> None:
-    """``saved``: the config of the trial state at ``state``, which has finished ``finished`` iterations."""
+    """``saved``: the config of the trial state at ``state``, which has finished ``finished`` iterations.
+    ``num_iterations`` alone may differ, down to ``finished``: nothing in a trial depends on it but where its loop
+    stops (reset seeds, schedules and the update use the iteration index only), so a trial resumed with more
+    iterations continues as one started with that many would have (exactly so with eval_every 1; otherwise the old
+    last iteration keeps the extra evaluation every trial makes at its end)."""
     new = cfg.to_dict()
-    changed = [k for k in sorted(set(saved) | set(new)) if saved.get(k) != new.get(k) and k not in EXTENDABLE]
+    changed = [k for k in sorted(set(saved) | set(new)) if saved.get(k) != new.get(k) and k != "num_iterations"]
     if changed:
         k = changed[0]
         raise ValueError(f"--resume: the trial in {state.parent.parent} was run with {k}={saved.get(k)!r}, this call asks for {new.get(k)!r}"
