@@ -1,4 +1,5 @@
-"""Every estimator x update rule runs a real 2-iteration trial from the shipped start policy; a killed trial resumes."""
+"""Every estimator x update rule the smoke grid does not run runs a real 2-iteration trial from the shipped start policy; a
+killed trial resumes."""
 import json
 import math
 import os
@@ -6,9 +7,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from algorithms.config import FinetuneConfig
 from algorithms.estimators import ESTIMATORS
@@ -37,8 +40,11 @@ def tiny_cfg(estimator, update, **kw):
 
 
 # every estimator with every rule; the uniform estimator (the self-cloning diagnostic) only with AWR, where zero
-# advantages mean cloning (PPO has no gradient at zero advantage, RECAP would see only negatives)
-COMBINATIONS = [(e, u) for e in ESTIMATORS for u in UPDATES if e != "uniform" or u == "awr"]
+# advantages mean cloning (PPO has no gradient at zero advantage, RECAP would see only negatives).  The cells of
+# the shipped smoke grid are checked for the same metrics there, through Ray Tune (tests/test_smoke_grid.py).
+_SMOKE = yaml.safe_load((Path(__file__).resolve().parent.parent / "experiments" / "smoke.yaml").read_text())
+COMBINATIONS = [(e, u) for e in ESTIMATORS for u in UPDATES if (e != "uniform" or u == "awr")
+                and not (e in _SMOKE["estimators"] and u in _SMOKE["updates"])]
 
 
 @pytest.mark.parametrize("estimator,update", COMBINATIONS, ids=[f"{e}-{u}" for e, u in COMBINATIONS])
@@ -72,8 +78,24 @@ def _comparable(history):
     return [{k: v for k, v in h.items() if not k.startswith("time/") and k != "charts/SPS"} for h in history]
 
 
-def test_same_seed_same_metrics(tmp_path):
-    a = run_trial(tiny_cfg("mc", "ppo"), tmp_path / "a")
+@pytest.fixture(scope="module")
+def mc_ppo_trial(tmp_path_factory):
+    """One tiny mc+ppo trial, as the tests below start from it: (its history, a copy of the checkpoint directory of
+    each report by iteration)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("mc_ppo")
+    copies = {}
+
+    def keep(metrics, checkpoint_dir):
+        copies[metrics["iteration"]] = root / f"at{metrics['iteration']}"
+        shutil.copytree(checkpoint_dir, copies[metrics["iteration"]])
+
+    return run_trial(tiny_cfg("mc", "ppo"), root / "trial", report=keep), copies
+
+
+def test_same_seed_same_metrics(mc_ppo_trial, tmp_path):
+    a, _ = mc_ppo_trial
     b = run_trial(tiny_cfg("mc", "ppo"), tmp_path / "b")
     assert _comparable(a) == _comparable(b)  # CPU backend: bit-identical metrics for the same config and seed
 
@@ -149,20 +171,15 @@ def test_expert_logstd_sets_pi_stars_noise_and_keeps_its_mean():
     assert torch.equal(in_worker.actor_logstd, noisy.actor_logstd)
 
 
-def test_a_trial_checkpointed_on_a_gpu_machine_resumes_on_a_cpu_one(tmp_path, capsys):
+def test_a_trial_checkpointed_on_a_gpu_machine_resumes_on_a_cpu_one(mc_ppo_trial, tmp_path, capsys):
     """A GPU machine's trial state carries CUDA generator states (16 bytes: seed and offset), which a CPU generator
     cannot take (the seed-v2 grid's MC trials, moved from the lent machine to this one, failed so). The resume seeds
     its generators from them instead, says so, and finishes; resumed twice, the same numbers."""
     import shutil
 
-    cfg = tiny_cfg("mc", "awr")
+    cfg = tiny_cfg("mc", "ppo")
     at1 = tmp_path / "at1"
-
-    def keep_iteration_1(metrics, checkpoint_dir):
-        if metrics["iteration"] == 1:
-            shutil.copytree(checkpoint_dir, at1)
-
-    run_trial(cfg, tmp_path / "a", report=keep_iteration_1)
+    shutil.copytree(mc_ppo_trial[1][1], at1)
     st = torch.load(at1 / TRIAL_STATE, weights_only=False)
     cuda_state = lambda i: torch.arange(16, dtype=torch.uint8) + i
     st["rng"] = {k: cuda_state(i) for i, k in enumerate(st["rng"])}
@@ -175,15 +192,13 @@ def test_a_trial_checkpointed_on_a_gpu_machine_resumes_on_a_cpu_one(tmp_path, ca
     assert _comparable(b) == _comparable(c)
 
 
-def test_a_finished_trials_state_resumed_reports_its_final_metrics_again_without_another_update(tmp_path):
+def test_a_finished_trials_state_resumed_reports_its_final_metrics_again_without_another_update(mc_ppo_trial, tmp_path):
     """A stop between a trial's last report reaching storage and the driver recording it leaves a finished state
     that Tune resumes (the seed-v2 MC16 seed-2 trial, stopped on the lent machine just after update 10): the
     resumed trial reports the final metrics it holds, and does no further update."""
-    import shutil
-
-    cfg = tiny_cfg("mc", "awr")
-    final = tmp_path / "final"
-    done = run_trial(cfg, tmp_path / "a", report=lambda m, d: shutil.copytree(d, final, dirs_exist_ok=True))
+    cfg = tiny_cfg("mc", "ppo")
+    done, copies = mc_ppo_trial
+    final = copies[cfg.num_iterations]
     again = []
     resumed = run_trial(cfg, tmp_path / "b", resume_from=final, report=lambda m, d: again.append((m, sorted(os.listdir(d)))))
     assert [m["iteration"] for m, _ in again] == [cfg.num_iterations]

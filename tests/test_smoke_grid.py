@@ -1,10 +1,22 @@
 """The shipped smoke grid end to end, as a user runs it: every estimator x update cell through real Ray Tune, and the
-analysis the grid writes at its end."""
+analysis the grid writes at its end.  It is also where the twelve estimator x rule cells it runs are checked for the
+SPEC's metrics (tests/test_finetune.py runs the other combinations through ``run_trial`` directly)."""
 import json
+import math
 import subprocess
 import sys
 
 import pandas as pd
+
+from algorithms.finetune import TRIAL_STATE
+
+# SPEC.md's per-iteration metrics, every one reported by every cell (the stochastic evaluation's too, which
+# smoke.yaml turns off: tests/test_finetune.py checks it)
+SPEC_METRICS = [
+    "eval/success_rate", "charts/advantage_mean", "charts/advantage_std",
+    "charts/pos_ratio", "losses/policy_loss", "time/rollout", "time/estimate", "time/update",
+    "charts/env_steps", "charts/sim_steps", "charts/SPS",
+]
 
 
 def test_smoke_grid_runs_all_twelve_cells_and_analyzes(tmp_path):
@@ -29,3 +41,29 @@ def test_smoke_grid_runs_all_twelve_cells_and_analyzes(tmp_path):
     assert len(records) == 12 and {r["device"] for r in records} == {"cpu"}
     assert all(r["ray_gpu_ids"] == [] and r["memory_cap_mib"] is None for r in records)
     assert "## Placement" in report and "| cpu |" in report
+
+    # every cell's last iteration: the SPEC's metrics and the rule's and estimator's own
+    last = frame.sort_values("iteration").groupby("trial_id").tail(1)
+    for _, row in last.iterrows():
+        est, upd = row["config/estimator"], row["config/update"]
+        cell = f"{est}+{upd}"
+        missing = [k for k in SPEC_METRICS if k not in row or pd.isna(row[k])]
+        assert not missing, (cell, missing)
+        assert est != "gae" or not pd.isna(row["losses/value_loss"]), cell
+        if upd == "recap":
+            assert not pd.isna(row["losses/pos_loss"]) and not pd.isna(row["losses/neg_loss"]), cell
+        if upd == "awr":
+            assert 0.0 < row["charts/awr_weight_ess"] <= 1.0 + 1e-9, cell
+        corr = row["charts/advantage_value_corr"]
+        assert math.isnan(corr) or -1.0 - 1e-9 <= corr <= 1.0 + 1e-9, cell
+        assert row["charts/env_steps"] == 1 * 10, cell  # smoke.yaml's budget: 1 env x 10 steps, one iteration
+        if est == "mc":  # re-rollouts are counted
+            assert row["charts/sim_steps"] > row["charts/env_steps"], cell
+        else:
+            assert row["charts/sim_steps"] == row["charts/env_steps"], cell
+        assert 0.0 <= row["eval/success_rate"] <= 1.0
+    for trial in [p for p in run_dir.iterdir() if (p / "trial").is_dir()]:
+        assert (trial / "checkpoint_000001" / TRIAL_STATE).is_file(), trial.name  # each report carried the trial's state
+        assert any((trial / "trial" / "tb").iterdir()), trial.name
+        config = json.loads((trial / "trial" / "config.json").read_text())
+        assert f"{config['estimator']}+{config['update']}" in cells
