@@ -10,8 +10,8 @@ import pandas as pd
 
 from algorithms.finetune import TRIAL_STATE
 
-# SPEC.md's per-iteration metrics, every one reported by every cell (the stochastic evaluation's too, which
-# smoke.yaml turns off: tests/test_finetune.py checks it)
+# SPEC.md's per-iteration metrics that every cell reports; the stochastic evaluation's is left out here (smoke.yaml
+# turns that evaluation off) and checked in tests/test_finetune.py
 SPEC_METRICS = [
     "eval/success_rate", "charts/advantage_mean", "charts/advantage_std",
     "charts/pos_ratio", "losses/policy_loss", "time/rollout", "time/estimate", "time/update",
