@@ -4,7 +4,6 @@ Each tracker's checks skip when its package is missing (`pip install -e '.[mlflo
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pandas as pd
 import pytest
