@@ -31,14 +31,14 @@ from algorithms import rng
 from algorithms.checkpoint import CheckpointError, atomic_torch_save, check_policy_fits, check_writable_dir, load_policy, save_policy
 from algorithms.config import FinetuneConfig
 from algorithms.detrend import detrend_on_values
-from algorithms.estimators import TrialContext, make_estimator
+from algorithms.estimators import TrialContext, estimator_class, make_estimator
 from algorithms.evaluate import evaluate, evaluate_fixed_steps
 from algorithms.quality import pearson
 from algorithms.rollout import collect_rollout
 from algorithms.updates import UpdateBatch, make_update
 from envs.backend import resolve_backend
 from envs.config import EnvConfig
-from envs.vector import make_vector_env
+from envs.factory import EnvFactory
 
 TRIAL_STATE = "trial_state.pt"
 ReportFn = Callable[[dict, Path], None]
@@ -237,16 +237,20 @@ def run_trial(
         agent.set_logstd(cfg.start_logstd)
     expert = load_expert(cfg, device, agent.obs_dim, agent.act_dim) if needs_expert(cfg) else None
 
-    env_cfg = EnvConfig(cfg.env_id, cfg.num_envs, cfg.control_mode, "sparse", backend=cfg.backend, num_workers=cpus)
-
-    def make_env(num_envs: int, autoreset: bool = True):
-        return make_vector_env(env_cfg.replace(num_envs=num_envs, autoreset=autoreset))
-
-    venv = make_env(cfg.num_envs)
+    make_env = EnvFactory(EnvConfig(cfg.env_id, cfg.num_envs, cfg.control_mode, "sparse", backend=cfg.backend, num_workers=cpus))
+    slots = estimator_class(cfg.estimator).env_slots(cfg)
+    if slots is not None:  # the estimator's own envs start while the trial's do
+        make_env.start(*slots)
+    try:
+        venv = make_env(cfg.num_envs)
+    except BaseException:
+        make_env.close()
+        raise
     try:  # a task outside envs.task_spaces' table: its sizes are known only now
         check_policy_fits(start_ck, f"start checkpoint {cfg.start_checkpoint}", cfg.env_id, venv)
     except CheckpointError:
         venv.close()
+        make_env.close()
         raise
     gens = {
         "update": torch.Generator().manual_seed(cfg.seed),
@@ -398,4 +402,5 @@ def run_trial(
         if quality is not None:
             quality.close()
         venv.close()
+        make_env.close()
     return history

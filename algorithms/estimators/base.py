@@ -50,6 +50,12 @@ class AdvantageEstimator:
         self.ctx = ctx
         self.cfg = ctx.cfg
 
+    @staticmethod
+    def env_slots(cfg) -> Optional[tuple[int, bool]]:
+        """(num_envs, autoreset) of the env set this estimator will ask ``ctx.make_env`` for, so the trial can start
+        it early; None if it needs none."""
+        return None
+
     def prepare(self, agent) -> None:
         """Called once before the update rule is built (a critic estimator sets ``agent.critic`` up here)."""
 

@@ -269,6 +269,10 @@ class MCEstimator(AdvantageEstimator):
         # score() draws from its own stream, so probing a trial does not change what it trains on
         self.score_gen = torch.Generator(device=ctx.device).manual_seed(self.cfg.seed + 13)
 
+    @staticmethod
+    def env_slots(cfg) -> Optional[tuple[int, bool]]:
+        return cfg.mc_workers, False
+
     def engine(self) -> RerolloutEngine:
         """The re-rollout engine on this estimator's env slots (built on first use, ``mc_workers`` of them)."""
         if self._venv is None:

@@ -1,0 +1,52 @@
+"""A trial's env maker: vector envs of one :class:`EnvConfig`, any of them startable in the background.
+
+A cpu-backend env set spends 3-4 s starting (its fork parent imports ManiSkill), so a trial that will need a second
+set (MC re-rollout slots) starts it while its main envs start: on two or more CPUs the two start-ups overlap.
+"""
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Optional
+
+from envs.config import EnvConfig
+from envs.vector import VectorEnv, make_vector_env
+
+
+class EnvFactory:
+    """``factory(num_envs, autoreset)`` builds (or hands over the started) vector env of ``config`` with that size.
+
+    The caller owns every env it was handed; :meth:`close` closes those started and never claimed."""
+
+    def __init__(self, config: EnvConfig):
+        self.config = config
+        self._started: dict[tuple[int, bool], Future] = {}
+        self._pool: Optional[ThreadPoolExecutor] = None
+
+    def _config(self, num_envs: int, autoreset: bool) -> EnvConfig:
+        return self.config.replace(num_envs=num_envs, autoreset=autoreset)
+
+    def start(self, num_envs: int, autoreset: bool = True) -> None:
+        """Begin building that env set in a background thread; the next call asking for it receives it."""
+        key = (num_envs, autoreset)
+        if key not in self._started:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-start")
+            self._started[key] = self._pool.submit(make_vector_env, self._config(num_envs, autoreset))
+
+    def __call__(self, num_envs: int, autoreset: bool = True) -> VectorEnv:
+        started = self._started.pop((num_envs, autoreset), None)
+        if started is not None:
+            return started.result()  # a failed start raises here, where the env is needed
+        return make_vector_env(self._config(num_envs, autoreset))
+
+    def close(self) -> None:
+        """Close the env sets started and never claimed (waiting for a start under way)."""
+        for started in self._started.values():
+            try:
+                started.result().close()
+            except Exception:  # it failed to start: nothing to close, and the trial is over
+                pass
+        self._started.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
