@@ -17,13 +17,9 @@ from algorithms.config import FinetuneConfig
 from algorithms.estimators import ESTIMATORS
 from algorithms.finetune import TRIAL_STATE, run_trial
 from algorithms.updates import UPDATES
+from tests.spec_metrics import SPEC_METRICS
 
 CK = "experiments/checkpoints/pickcube"
-SPEC_METRICS = [
-    "eval/success_rate", "eval/success_rate_stochastic", "charts/advantage_mean", "charts/advantage_std",
-    "charts/pos_ratio", "losses/policy_loss", "time/rollout", "time/estimate", "time/update",
-    "charts/env_steps", "charts/sim_steps", "charts/SPS",
-]
 TINY = dict(
     num_envs=1, num_steps=6, num_iterations=2, num_eval_episodes=1, minibatch_size=6, update_epochs=1,
     mc_samples=1, mc_workers=1, gae_critic_epochs=1, iql_checkpoint=f"{CK}/iql.pt", backend="cpu", device="cpu",

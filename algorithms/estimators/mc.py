@@ -276,7 +276,7 @@ class MCEstimator(AdvantageEstimator):
     def engine(self) -> RerolloutEngine:
         """The re-rollout engine on this estimator's env slots (built on first use, ``mc_workers`` of them)."""
         if self._venv is None:
-            self._venv = self.ctx.make_env(self.cfg.mc_workers, autoreset=False)
+            self._venv = self.ctx.make_env(*self.env_slots(self.cfg))  # the set the trial may have started
         return RerolloutEngine(self._venv, self.cfg.gamma, self.cfg.reward_scale, self.horizon, in_workers=self.cfg.mc_in_workers)
 
     def job_states(self, states: EnvState) -> EnvState:
