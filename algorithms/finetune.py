@@ -14,6 +14,7 @@ every iteration (it is saved with the trial state, so a resumed offline trial tr
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from algorithms import rng
-from algorithms.checkpoint import CheckpointError, atomic_torch_save, check_policy_fits, check_writable_dir, load_policy, save_policy
+from algorithms.checkpoint import atomic_torch_save, check_policy_fits, check_writable_dir, load_policy, save_policy
 from algorithms.config import FinetuneConfig
 from algorithms.detrend import detrend_on_values
 from algorithms.estimators import TrialContext, estimator_class, make_estimator
@@ -239,89 +240,89 @@ def run_trial(
 
     make_env = EnvFactory(EnvConfig(cfg.env_id, cfg.num_envs, cfg.control_mode, "sparse", backend=cfg.backend, num_workers=cpus))
     slots = estimator_class(cfg.estimator).env_slots(cfg)
-    if slots is not None:  # the estimator's own envs start while the trial's do
-        make_env.start(*slots)
-    try:
+    # whatever this trial starts is closed however it ends, a failure while setting up included (the stack closes
+    # in reverse order: progress bar, writer, probe, estimator, envs, env sets started and never claimed)
+    with contextlib.ExitStack() as stack:
+        stack.callback(make_env.close)
+        if slots is not None:  # the estimator's own envs start while the trial's do
+            make_env.start(*slots)
         venv = make_env(cfg.num_envs)
-    except BaseException:
-        make_env.close()
-        raise
-    try:  # a task outside envs.task_spaces' table: its sizes are known only now
+        stack.callback(venv.close)
+        # a task outside envs.task_spaces' table: its sizes are known only now
         check_policy_fits(start_ck, f"start checkpoint {cfg.start_checkpoint}", cfg.env_id, venv)
-    except CheckpointError:
-        venv.close()
-        make_env.close()
-        raise
-    gens = {
-        "update": torch.Generator().manual_seed(cfg.seed),
-        "action": torch.Generator(device=device).manual_seed(cfg.seed + 1),
-        "eval": torch.Generator().manual_seed(cfg.seed + 2),
-    }
-    ctx = TrialContext(cfg=cfg, device=device, make_env=make_env, expert=expert, obs_dim=venv.obs_dim, act_dim=venv.act_dim)
-    estimator = make_estimator(cfg.estimator, ctx)
-    estimator.prepare(agent)
-    joint_critic = estimator.has_critic and cfg.critic_training == "joint"
-    rule = make_update(cfg.update, cfg, agent, gens["update"], train_critic=joint_critic)
-    quality = None
-    if cfg.quality_every:
-        if cfg.quality_mode == "actions":
-            from algorithms.action_ranking import ActionRankingProbe as Probe
-        else:
-            from algorithms.quality import QualityProbe as Probe
-        quality = Probe(ctx)
-
-    history: list[dict] = []
-    totals = {"env_steps": 0, "sim_steps": 0, "wall": 0.0}
-    start_iter = 0
-    offline_batch: Optional[dict] = None  # offline regime: the one batch, estimated once
-    if resumed is not None:
-        st = resumed
-        agent.load_state_dict(st["agent"])
-        agent.to(device)
-        rule.load_state_dict(st["rule"])
-        estimator.load_state_dict(st["estimator"])
-        same_kind = [rng.restore(gens[k], s) for k, s in st["rng"].items()]
-        if not all(same_kind):
-            print(f"resumed on a {device.type} machine from a checkpoint saved on another kind: the random streams "
-                  "continue from seeds derived from the saved ones (results stay valid; they do not replay the other "
-                  "machine's draws)", flush=True)
-        history, totals, start_iter = st["history"], st["totals"], st["iteration"]
-        offline_batch = st.get("offline_batch")
-
-    writer = SummaryWriter(str(out / "tb"))
-
-    def run_eval(metrics: dict) -> None:
-        # evaluation episodes are a measurement, not finetuning cost: they count in neither env nor sim steps
-        if cfg.eval_protocol == "episodes":
-            ev = functools.partial(evaluate, in_workers=cfg.eval_in_workers)
-        else:
-            ev = evaluate_fixed_steps
-        det = ev(agent, venv, cfg.num_eval_episodes, cfg.eval_seed, True, device)
-        metrics["eval/success_rate"] = det.success_rate
-        metrics["eval/episodes"] = det.episodes
-        if cfg.eval_stochastic:
-            sto = ev(agent, venv, cfg.num_eval_episodes, cfg.eval_seed, False, device)
-            metrics["eval/success_rate_stochastic"] = sto.success_rate
-
-    def emit(metrics: dict, it: int) -> None:
-        for k, v in metrics.items():
-            if "/" in k and isinstance(v, (int, float)):
-                writer.add_scalar(k, v, metrics["charts/env_steps"])
-        writer.flush()
-        history.append(metrics)
-        state = {
-            "config": cfg.to_dict(), "agent": agent.state_dict(), "rule": rule.state_dict(),
-            "estimator": estimator.state_dict(), "rng": _rng_state(gens), "history": history,
-            "totals": totals, "iteration": it, "offline_batch": offline_batch,
+        gens = {
+            "update": torch.Generator().manual_seed(cfg.seed),
+            "action": torch.Generator(device=device).manual_seed(cfg.seed + 1),
+            "eval": torch.Generator().manual_seed(cfg.seed + 2),
         }
-        atomic_torch_save(state, ckpt_dir / TRIAL_STATE)
-        save_policy(ckpt_dir / "policy.pt", agent, env_id=cfg.env_id, control_mode=cfg.control_mode,
-                    config=cfg.to_dict(), metrics={k: v for k, v in metrics.items() if k.startswith("eval/")})
-        if report is not None:
-            report(dict(metrics), ckpt_dir)
+        ctx = TrialContext(cfg=cfg, device=device, make_env=make_env, expert=expert, obs_dim=venv.obs_dim, act_dim=venv.act_dim)
+        estimator = make_estimator(cfg.estimator, ctx)
+        stack.callback(estimator.close)
+        estimator.prepare(agent)
+        joint_critic = estimator.has_critic and cfg.critic_training == "joint"
+        rule = make_update(cfg.update, cfg, agent, gens["update"], train_critic=joint_critic)
+        quality = None
+        if cfg.quality_every:
+            if cfg.quality_mode == "actions":
+                from algorithms.action_ranking import ActionRankingProbe as Probe
+            else:
+                from algorithms.quality import QualityProbe as Probe
+            quality = Probe(ctx)
+            stack.callback(quality.close)
 
-    bar = tqdm(total=cfg.num_iterations, initial=start_iter, desc=cfg.label, unit="it", disable=not progress)
-    try:
+        history: list[dict] = []
+        totals = {"env_steps": 0, "sim_steps": 0, "wall": 0.0}
+        start_iter = 0
+        offline_batch: Optional[dict] = None  # offline regime: the one batch, estimated once
+        if resumed is not None:
+            st = resumed
+            agent.load_state_dict(st["agent"])
+            agent.to(device)
+            rule.load_state_dict(st["rule"])
+            estimator.load_state_dict(st["estimator"])
+            same_kind = [rng.restore(gens[k], s) for k, s in st["rng"].items()]
+            if not all(same_kind):
+                print(f"resumed on a {device.type} machine from a checkpoint saved on another kind: the random streams "
+                      "continue from seeds derived from the saved ones (results stay valid; they do not replay the other "
+                      "machine's draws)", flush=True)
+            history, totals, start_iter = st["history"], st["totals"], st["iteration"]
+            offline_batch = st.get("offline_batch")
+
+        writer = SummaryWriter(str(out / "tb"))
+        stack.callback(writer.close)
+
+        def run_eval(metrics: dict) -> None:
+            # evaluation episodes are a measurement, not finetuning cost: they count in neither env nor sim steps
+            if cfg.eval_protocol == "episodes":
+                ev = functools.partial(evaluate, in_workers=cfg.eval_in_workers)
+            else:
+                ev = evaluate_fixed_steps
+            det = ev(agent, venv, cfg.num_eval_episodes, cfg.eval_seed, True, device)
+            metrics["eval/success_rate"] = det.success_rate
+            metrics["eval/episodes"] = det.episodes
+            if cfg.eval_stochastic:
+                sto = ev(agent, venv, cfg.num_eval_episodes, cfg.eval_seed, False, device)
+                metrics["eval/success_rate_stochastic"] = sto.success_rate
+
+        def emit(metrics: dict, it: int) -> None:
+            for k, v in metrics.items():
+                if "/" in k and isinstance(v, (int, float)):
+                    writer.add_scalar(k, v, metrics["charts/env_steps"])
+            writer.flush()
+            history.append(metrics)
+            state = {
+                "config": cfg.to_dict(), "agent": agent.state_dict(), "rule": rule.state_dict(),
+                "estimator": estimator.state_dict(), "rng": _rng_state(gens), "history": history,
+                "totals": totals, "iteration": it, "offline_batch": offline_batch,
+            }
+            atomic_torch_save(state, ckpt_dir / TRIAL_STATE)
+            save_policy(ckpt_dir / "policy.pt", agent, env_id=cfg.env_id, control_mode=cfg.control_mode,
+                        config=cfg.to_dict(), metrics={k: v for k, v in metrics.items() if k.startswith("eval/")})
+            if report is not None:
+                report(dict(metrics), ckpt_dir)
+
+        bar = tqdm(total=cfg.num_iterations, initial=start_iter, desc=cfg.label, unit="it", disable=not progress)
+        stack.callback(bar.close)
         if start_iter == 0 and not history:
             m = {"iteration": 0, "charts/env_steps": 0, "charts/sim_steps": 0, "time/total": 0.0}
             run_eval(m)
@@ -395,12 +396,4 @@ def run_trial(
             bar.update(1)
             if "eval/success_rate" in m:
                 bar.set_postfix(success=f"{m['eval/success_rate']:.2f}")
-    finally:
-        bar.close()
-        writer.close()
-        estimator.close()
-        if quality is not None:
-            quality.close()
-        venv.close()
-        make_env.close()
     return history

@@ -1,8 +1,11 @@
 """EnvFactory on real ManiSkill: an env set started in the background is the one handed over, and one never claimed
-is closed with the factory."""
+is closed with the factory; a trial that fails while setting up leaves none of its env processes running."""
 import psutil
+import pytest
 import torch
 
+from algorithms.config import FinetuneConfig
+from algorithms.finetune import TRIAL_STATE, run_trial
 from envs import EnvConfig
 from envs.factory import EnvFactory
 
@@ -30,3 +33,21 @@ def test_a_started_env_set_is_handed_over_and_an_unclaimed_one_closes_with_the_f
         assert again.num_envs == 1 and again.config.autoreset is True
     finally:
         again.close()
+
+
+def test_a_trial_failing_after_its_envs_started_closes_them(tmp_path):
+    # an MC trial starts two env sets (its own and the re-rollout slots) before it loads a resumed state; a state
+    # whose weights do not load fails there, after both started
+    ck = "experiments/checkpoints/pickcube"
+    cfg = FinetuneConfig(estimator="mc", update="awr", num_envs=1, num_steps=2, num_iterations=2, mc_samples=1, mc_workers=1,
+                         expert_checkpoint=f"{ck}/expert.pt", backend="cpu", device="cpu")
+    torch.save({"config": cfg.to_dict(), "iteration": 1, "agent": {"not a weight": torch.zeros(1)}}, tmp_path / TRIAL_STATE)
+    before = _live_descendants()
+    # checked while the error is in hand (its traceback keeps the trial's frames alive): closed by the trial, not
+    # by the garbage collector later
+    with pytest.raises(RuntimeError, match="state_dict"):
+        try:
+            run_trial(cfg, tmp_path / "trial", resume_from=tmp_path, cpus=1)
+        except RuntimeError:
+            assert _live_descendants() - before == set()
+            raise
