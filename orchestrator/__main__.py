@@ -1,4 +1,4 @@
-from orchestrator.cli import main
+from orchestrator.cli import program
 
 if __name__ == "__main__":
-    main()
+    program()

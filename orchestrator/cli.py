@@ -397,3 +397,17 @@ def main(argv=None) -> None:
     except (CheckpointError, ValueError, FileNotFoundError, BackendUnavailable) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
+
+
+def program(argv=None) -> None:
+    """The process entry point (``python -m orchestrator``, the ``o2o`` script): :func:`main`, then the end of the
+    process, without C++ teardown where a command ran Ray here (``orchestrator.process_exit``).  From Python, call
+    :func:`main`: it returns, and leaves the calling process alone."""
+    from orchestrator.process_exit import end_process
+
+    try:
+        main(argv)
+    except SystemExit as e:
+        end_process(e.code)  # returns unless Ray ran in this process
+        raise
+    end_process(0)

@@ -61,3 +61,20 @@ def run_cli():
         )
 
     return run
+
+
+# The session runs Ray in this process (tests/test_grid.py's cluster and in-process launches, tests/test_analysis.py's
+# Tune run), whose native threads outlive ray.shutdown() and can crash the interpreter's C++ teardown after every
+# result is in (orchestrator.process_exit): the session ends as the CLI does, with pytest's own exit status.
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    from orchestrator.process_exit import end_process
+
+    end_process(config.stash.get(_EXIT_STATUS, 0))
