@@ -5,8 +5,8 @@
 At interpreter exit the C++ static destructors run while those threads still do, and the process can die of SIGSEGV
 (exit status 139) after all its work is done and reported. Seen on the 2-core dev box, 2026-12-02, commit bf5f080:
 ``CI=true bash .ci/run`` printed "328 passed, 10 skipped, 1 xfailed", then pytest's process segfaulted in a non-main
-thread (libstdc++ string hashing, kernel log), so CI failed; the threads are listed by
-``tests/test_process_exit.py``. Such a process ends with ``os._exit`` once its output is flushed, so no C++
+thread (libstdc++ string hashing, kernel log), so CI failed; ``tests/test_process_exit.py`` finds such threads after
+``ray.shutdown()``. Such a process ends with ``os._exit`` once its output is flushed, so no C++
 teardown runs; one that never started Ray exits as usual.
 """
 from __future__ import annotations
