@@ -2,7 +2,8 @@
 
 Shared by ``tests/test_bad_input.py`` (what a refusal must be: one line, nothing started, nothing changed) and
 ``benchmarks/bad_input_refusal.py`` (how long a refusal takes).  Each case runs ``python -m orchestrator ...`` as a
-user would (a subprocess, no stdin) in a workspace of its own that holds an existing results tree: a real finished
+user would (a subprocess, no stdin; for the tests, the same entry point forked from a server that has imported torch
+and the CLI once, see :func:`run_case`) in a workspace of its own that holds an existing results tree: a real finished
 ``finetune`` trial (config.json, tb/, checkpoint/), the run directory of a launched grid (spec.yaml,
 spec.resolved.json) and a dataset.  While it runs, its descendants are sampled every 20 ms from /proc; after it, the
 workspace's tree is compared byte-for-byte (sha256 and mtime of every file).
@@ -12,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -26,7 +29,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "experiments" / "checkpoints" / "pickcube"
-FORBIDDEN = ("envs.worker", "ray", "raylet", "gcs_server")  # simulator workers and any Ray process
+FORBIDDEN = ("envs.worker", "envs.fork_parent", "ray", "raylet", "gcs_server")  # simulator workers (exec'd, or forked
+# from their fork parent, whose command line they keep) and any Ray process
 KILL_AFTER_S = 120  # a command still running then has not refused; it is killed
 
 # The finished trial in every workspace: `finetune` with these flags (plus --start-checkpoint) made it.
@@ -54,7 +58,7 @@ class Outcome:
     stderr: str
     stdout: str
     wall_s: float
-    cpu_s: float  # user + system time of the command (its own process; it starts no children when it refuses)
+    cpu_s: float  # user + system time of the command (its own process; it starts no children when it refuses); NaN when forked
     load: float  # highest 1-minute load average while it ran
     forbidden: list = field(default_factory=list)
     changed: list = field(default_factory=list)
@@ -98,30 +102,78 @@ def descendants(pid: int) -> list[str]:
     return out
 
 
-def run_case(case: Case, paths: dict, ws: Path, log: Path) -> Outcome:
-    """Run one case in workspace ``ws``; its stdout/stderr go to ``log``.out/.err (outside ``ws``)."""
+class ForkServer:
+    """``tests/cli_fork_server.py`` as a subprocess: runs one command at a time, each in a child it forks."""
+
+    def __init__(self):
+        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.cli_fork_server"], cwd=REPO, env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def start(self, args: list, cwd: Path, out: str, err: str) -> int:
+        """Start one command; its pid."""
+        self.proc.stdin.write(json.dumps({"args": args, "cwd": str(cwd), "out": out, "err": err}) + "\n")
+        self.proc.stdin.flush()
+        return self._reply("pid")
+
+    def status(self) -> int:
+        """The exit status of the command started last, once it has ended."""
+        return self._reply("status")
+
+    def _reply(self, key: str) -> int:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the fork server ended (status {self.proc.wait()}) before it answered {key!r}")
+        return json.loads(line)[key]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def run_case(case: Case, paths: dict, ws: Path, log: Path, server: Optional[ForkServer] = None) -> Outcome:
+    """Run one case in workspace ``ws``; its stdout/stderr go to ``log``.out/.err (outside ``ws``).
+
+    Without ``server``: a new ``python -m orchestrator`` process, as a user runs it (what the benchmark times).  With
+    one: the same entry point in a child that ``server`` forks, having imported torch and the CLI once; it is
+    observed the same way (status, output, descendants, workspace) without paying the imports each time (the test
+    suite's way; ``cpu_s`` is then NaN)."""
     if case.setup is not None:
         case.setup(ws)
     before = tree(ws)
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    env.pop("RAY_ADDRESS", None)
-    argv = [sys.executable, "-m", "orchestrator", *map(str, case.args(dict(paths, ws=ws)))]
+    args = [str(a) for a in case.args(dict(paths, ws=ws))]
     seen, load, timed_out = set(), os.getloadavg()[0], False
-    with open(f"{log}.out", "w") as fo, open(f"{log}.err", "w") as fe:
-        t0 = time.monotonic()
-        proc = subprocess.Popen(argv, cwd=ws, env=env, stdin=subprocess.DEVNULL, stdout=fo, stderr=fe)
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            seen.update(descendants(proc.pid))
+    t0 = time.monotonic()
+    if server is not None:
+        for stream in ("out", "err"):  # there even if the child dies before it opens them
+            Path(f"{log}.{stream}").write_text("")
+        pid = server.start(args, ws, f"{log}.out", f"{log}.err")
+        while os.path.exists(f"/proc/{pid}/task"):  # the server reaps it as soon as it ends
+            seen.update(descendants(pid))
             load = max(load, os.getloadavg()[0])
-            if time.monotonic() - t0 > KILL_AFTER_S:
+            if time.monotonic() - t0 > KILL_AFTER_S and not timed_out:
                 timed_out = True
-                proc.kill()
+                os.kill(pid, signal.SIGKILL)
             time.sleep(0.02)
-        wall = time.monotonic() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
+        returncode, cpu_s = server.status(), float("nan")
+    else:
+        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+        env.pop("RAY_ADDRESS", None)
+        with open(f"{log}.out", "w") as fo, open(f"{log}.err", "w") as fe:
+            proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=ws, env=env,
+                                    stdin=subprocess.DEVNULL, stdout=fo, stderr=fe)
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                seen.update(descendants(proc.pid))
+                load = max(load, os.getloadavg()[0])
+                if time.monotonic() - t0 > KILL_AFTER_S:
+                    timed_out = True
+                    proc.kill()
+                time.sleep(0.02)
+        returncode, cpu_s = os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime
+    wall = time.monotonic() - t0
     try:
         after = tree(ws)
     finally:
@@ -129,8 +181,8 @@ def run_case(case: Case, paths: dict, ws: Path, log: Path) -> Outcome:
             case.teardown(ws)
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     forbidden = sorted(c for c in seen if any(f in c for f in FORBIDDEN))
-    return Outcome(proc.returncode, Path(f"{log}.err").read_text(), Path(f"{log}.out").read_text(), wall,
-                   usage.ru_utime + usage.ru_stime, load, forbidden, changed, timed_out)
+    return Outcome(returncode, Path(f"{log}.err").read_text(), Path(f"{log}.out").read_text(), wall, cpu_s, load,
+                   forbidden, changed, timed_out)
 
 
 def build_workspace(root: Path, policy_checkpoint: Path) -> dict:
@@ -361,10 +413,14 @@ def unavailable_cases() -> dict:
     return why
 
 
-def run_cases(paths: dict, cases=CASES, workers: int = 2) -> dict:
+def run_cases(paths: dict, cases=CASES, workers: int = 2, forked: bool = False) -> dict:
     """Every case once, ``workers`` at a time (the CI machine has 2 cores; each call is one CPU-bound Python start-up),
-    each in its own copy of the template workspace.  Case id -> Outcome, or the reason (str) it was not run."""
+    each in its own copy of the template workspace; ``forked``: each from one of ``workers`` fork servers (see
+    :func:`run_case`).  Case id -> Outcome, or the reason (str) it was not run."""
     unavailable = unavailable_cases()
+    servers = queue.Queue()
+    for _ in range(workers if forked else 0):
+        servers.put(ForkServer())
 
     def one(i_case):
         i, case = i_case
@@ -372,10 +428,18 @@ def run_cases(paths: dict, cases=CASES, workers: int = 2) -> dict:
             return case.id, unavailable[case.id]
         ws = paths["root"] / f"ws{i:02d}"
         shutil.copytree(paths["template"], ws, symlinks=True)
+        server = servers.get() if forked else None
         try:
-            return case.id, run_case(case, paths, ws, paths["root"] / f"log{i:02d}")
+            return case.id, run_case(case, paths, ws, paths["root"] / f"log{i:02d}", server)
         except CaseUnavailable as e:
             return case.id, str(e)
+        finally:
+            if server is not None:
+                servers.put(server)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(pool.map(one, enumerate(cases)))
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return dict(pool.map(one, enumerate(cases)))
+    finally:
+        while not servers.empty():
+            servers.get().close()

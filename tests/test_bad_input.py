@@ -6,8 +6,9 @@ env-worker process among the command's descendants (sampled every 20 ms while it
 byte-for-byte unchanged (sha256 and mtime of every file).  How long a refusal takes (target: under 5 s) is measured
 by ``benchmarks/bad_input_refusal.py``, not here.
 
-The cases run two at a time, each in its own copy of the workspace, so the module costs about half the sum of the
-calls.
+The cases run two at a time, each in its own copy of the workspace, each forked from a server that has imported
+torch and the CLI once (``run_cases(forked=True)``: the command's own process, output, descendants and files are
+observed as for a subprocess; the import is most of a refusal's cost, so the benchmark times real subprocesses).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bad_inputs import CASES, TRIAL, build_workspace, run_cases
+from tests.bad_inputs import CASES, TRIAL, Case, ForkServer, build_workspace, run_case, run_cases, trial_flags
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def paths(tmp_path_factory, policy_checkpoint) -> dict:
 
 @pytest.fixture(scope="module")
 def outcomes(paths) -> dict:
-    return run_cases(paths)
+    return run_cases(paths, forked=True)
 
 
 def test_at_least_forty_bad_inputs_across_every_command():
@@ -50,6 +51,22 @@ def test_bad_input_is_refused_before_any_work(case, outcomes):
     assert "Started a local Ray instance" not in out.stdout + out.stderr
     assert not out.changed, f"changed in the workspace: {out.changed}"
     assert not out.timed_out, "still running after 120 s: it did not refuse"
+
+
+def test_the_observer_sees_a_command_that_does_work(paths, tmp_path):
+    """The same observation of a good command, run the same way: it starts env workers and writes its trial, and both
+    are seen (the refusals' "nothing started, nothing changed" means something only if this holds)."""
+    ws = tmp_path / "ws"
+    shutil.copytree(paths["template"], ws, symlinks=True)
+    good = Case("a tiny trial", lambda p: ["finetune", *trial_flags(p["start"]), "--out-dir", "new"], ())
+    server = ForkServer()
+    try:
+        out = run_case(good, paths, ws, tmp_path / "log", server)
+    finally:
+        server.close()
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert any("envs.fork_parent" in c for c in out.forbidden), out.forbidden
+    assert {"new/config.json", "new/checkpoint/trial_state.pt"} <= set(out.changed)
 
 
 def test_overwrite_replaces_only_the_old_trial(paths, tmp_path, capsys):

@@ -1,0 +1,71 @@
+"""A server that runs ``python -m orchestrator ARGS`` commands in forked children, having imported torch and the CLI once.
+
+Used by ``tests/bad_inputs.py`` (``run_case(how="fork")``): a refusal is about 2.5 CPU-seconds as a new process, most
+of it importing torch, and the suite runs about sixty.  Each command is still its own process (its exit status,
+output, descendants and files are what the caller observes), started from a clean interpreter that has done nothing
+but import; a plain subprocess (``python -m tests.cli_fork_server``), not multiprocessing's fork server, so nothing
+depends on the caller's ``__main__``.
+
+Protocol, one JSON object per line: the caller writes ``{"args": [...], "cwd": ..., "out": ..., "err": ...}`` on
+stdin; the server answers ``{"pid": N}`` once the child runs, then ``{"status": S}`` when it has ended (S as
+``os.waitstatus_to_exitcode``: negative for a signal).  End of stdin ends the server.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+
+# What a refusal imports (torch is most of its cost)
+PRELOAD = ("torch", "yaml", "orchestrator.cli", "orchestrator.grid_commands", "algorithms.finetune")
+
+
+def run_command(args: list, cwd: str, out: str, err: str) -> int:
+    """In the child: the CLI's process entry point in ``cwd``, no stdin, stdout/stderr to the files ``out``/``err``,
+    as ``python -m orchestrator ARGS`` would run it.  Returns its exit status."""
+    from orchestrator.cli import program
+    from orchestrator.process_exit import exit_status
+
+    os.chdir(cwd)
+    os.environ.pop("RAY_ADDRESS", None)
+    for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                            (2, err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+        f = os.open(path, flags, 0o644)
+        os.dup2(f, fd)
+        os.close(f)
+    sys.argv = [os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "orchestrator", "__main__.py"), *args]
+    try:
+        program(args)
+        return 0
+    except SystemExit as e:
+        return exit_status(e.code)
+    except BaseException:
+        traceback.print_exc()  # what the interpreter prints for an uncaught exception
+        return 1
+
+
+def serve(requests, replies) -> None:
+    """Fork one child per request line of ``requests``, one after the other; report its pid and exit status."""
+    for module in PRELOAD:
+        __import__(module)
+    for line in requests:
+        req = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = run_command(req["args"], req["cwd"], req["out"], req["err"])
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    stream.flush()
+                os._exit(code)  # no interpreter teardown in a fork: the server's state is not the child's to clean
+        replies.write(json.dumps({"pid": pid}) + "\n")
+        replies.flush()
+        _, status = os.waitpid(pid, 0)
+        replies.write(json.dumps({"status": os.waitstatus_to_exitcode(status)}) + "\n")
+        replies.flush()
+
+
+if __name__ == "__main__":
+    serve(sys.stdin, sys.stdout)
