@@ -1,13 +1,16 @@
 """A trial's env maker: vector envs of one :class:`EnvConfig`, any of them startable in the background.
 
 A cpu-backend env set spends 3-4 s starting (its fork parent imports ManiSkill), so a trial that will need a second
-set (MC re-rollout slots) starts it while its main envs start: on two or more CPUs the two start-ups overlap.
+set (MC re-rollout slots) starts it while its main envs start: on two or more CPUs the two start-ups overlap.  A
+gpu-backend set is built inside this process, on its one PhysX GPU system, with nothing to overlap: it is built when
+it is asked for, in the caller's thread, never concurrently with another.
 """
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Optional
 
+from envs.backend import resolve_backend
 from envs.config import EnvConfig
 from envs.vector import VectorEnv, make_vector_env
 
@@ -26,7 +29,10 @@ class EnvFactory:
         return self.config.replace(num_envs=num_envs, autoreset=autoreset)
 
     def start(self, num_envs: int, autoreset: bool = True) -> None:
-        """Begin building that env set in a background thread; the next call asking for it receives it."""
+        """Begin building that env set in a background thread; the next call asking for it receives it.  On the gpu
+        backend (given, or what ``auto`` resolves to) this does nothing: the call asking for it builds it."""
+        if self.config.backend == "gpu" or resolve_backend(self.config.backend) == "gpu":
+            return
         key = (num_envs, autoreset)
         if key not in self._started:
             if self._pool is None:

@@ -1,5 +1,8 @@
 """EnvFactory on real ManiSkill: an env set started in the background is the one handed over, and one never claimed
-is closed with the factory; a trial that fails while setting up leaves none of its env processes running."""
+is closed with the factory; a trial that fails while setting up leaves none of its env processes running; the gpu backend starts nothing in
+the background."""
+import threading
+
 import psutil
 import pytest
 import torch
@@ -51,3 +54,17 @@ def test_a_trial_failing_after_its_envs_started_closes_them(tmp_path):
         except RuntimeError:
             assert _live_descendants() - before == set()
             raise
+
+
+def test_the_gpu_backend_starts_nothing_in_the_background():
+    """A gpu-backend env set is built in the caller's thread when it is asked for (here, without a GPU, asking fails
+    there, with the backend's own error), never in a background thread beside another."""
+    from envs.backend import BackendUnavailable
+
+    factory = EnvFactory(EnvConfig(num_envs=1, reward_mode="sparse", backend="gpu"))
+    factory.start(2, autoreset=False)
+    assert not [t for t in threading.enumerate() if t.name.startswith("env-start")]
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailable):
+            factory(2, autoreset=False)
+    factory.close()
