@@ -1,6 +1,6 @@
 """EnvFactory on real ManiSkill: an env set started in the background is the one handed over, and one never claimed
-is closed with the factory; a trial that fails while setting up leaves none of its env processes running; the gpu backend starts nothing in
-the background."""
+is closed with the factory; a trial that fails while setting up leaves none of its env processes running; the gpu
+backend starts nothing in the background."""
 import threading
 
 import psutil
