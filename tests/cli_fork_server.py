@@ -1,6 +1,6 @@
 """A server that runs ``python -m orchestrator ARGS`` commands in forked children, having imported torch and the CLI once.
 
-Used by ``tests/bad_inputs.py`` (``run_case(how="fork")``): a refusal is about 2.5 CPU-seconds as a new process, most
+Used by ``tests/bad_inputs.py`` (``run_cases(forked=True)``): a refusal is about 2.5 CPU-seconds as a new process, most
 of it importing torch, and the suite runs about sixty.  Each command is still its own process (its exit status,
 output, descendants and files are what the caller observes), started from a clean interpreter that has done nothing
 but import; a plain subprocess (``python -m tests.cli_fork_server``), not multiprocessing's fork server, so nothing
@@ -34,7 +34,8 @@ def run_command(args: list, cwd: str, out: str, err: str) -> int:
         f = os.open(path, flags, 0o644)
         os.dup2(f, fd)
         os.close(f)
-    sys.argv = [os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "orchestrator", "__main__.py"), *args]
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.argv = [os.path.join(repo, "orchestrator", "__main__.py"), *args]  # what `python -m orchestrator` sets
     try:
         program(args)
         return 0
