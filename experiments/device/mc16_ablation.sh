@@ -6,6 +6,10 @@
 #   bash experiments/device/mc16_ablation.sh start ITERS SEED 'FLAGS A' 'FLAGS B' ...   e.g.
 #        bash experiments/device/mc16_ablation.sh start 2 1 '--start-logstd=-1.5' '--start-logstd=-1.75'
 #   bash experiments/device/mc16_ablation.sh watch SECONDS      # until every arm has finished, or SECONDS
+#   bash experiments/device/mc16_ablation.sh next SECONDS       # until arm0 saves its next checkpoint (an update
+#                                                                  done), or SECONDS; prints which
+#   bash experiments/device/mc16_ablation.sh snap NAME          # pack the arms as they are (the runs go on) into
+#                                                                  $OUT/NAME/arms.tgz.part*: insurance mid-session
 #   bash experiments/device/mc16_ablation.sh report             # each arm's flags and success curve -> $OUT/mc16_ablation.txt
 #   bash experiments/device/mc16_ablation.sh stop               # stop the arms, pack them (resume state included)
 #                                                                  into $OUT/mc16-ablation/arms.tgz.part* (15 MiB parts)
@@ -18,7 +22,7 @@
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PYTHONWARNINGS="ignore::UserWarning" OMP_NUM_THREADS=1
 D=runs/mc16-ablation
-case "${1:?start|watch|report|stop}" in
+case "${1:?start|watch|next|snap|report|stop}" in
   start)
     ITERS=${2:?iterations}; SEED=${3:?seed}; shift 3
     # (nproc would obey OMP_NUM_THREADS)
@@ -49,6 +53,22 @@ case "${1:?start|watch|report|stop}" in
     end=$((SECONDS + ${2:-560}))
     while [ $SECONDS -lt $end ] && pgrep -f "out-dir $D/arm" >/dev/null; do sleep 10; done
     tail -n 1 "$D"/arm*.log ;;
+  next)
+    # the checkpoint seen last is remembered across calls (a call ends at the device's per-call limit)
+    f="$D/arm0/checkpoint/trial_state.pt" seen=/tmp/mc16-ablation.seen  # per machine: a fresh one starts from now
+    [ -f "$seen" ] || stat -c %Y "$f" >"$seen"
+    end=$((SECONDS + ${2:-560}))
+    while [ $SECONDS -lt $end ] && [ "$(stat -c %Y "$f")" = "$(cat "$seen")" ]; do sleep 10; done
+    if [ "$(stat -c %Y "$f")" != "$(cat "$seen")" ]; then
+      sleep 20  # the trial writes its checkpoint files one after the other
+      stat -c %Y "$f" >"$seen"; echo "next: arm0 saved a checkpoint at $(date -u +%H:%M:%S)"
+    else
+      echo "next: no new checkpoint after ${2:-560} s"
+    fi
+    tail -n 1 "$D"/arm*.log ;;
+  snap)
+    mkdir -p "${OUT:?}/${2:?name}" && tar czf "$OUT/$2/arms.tgz" -C runs "$(basename "$D")" &&
+      (cd "$OUT/$2" && split -b 15M arms.tgz arms.tgz.part && rm arms.tgz) && ls -l "$OUT/$2" ;;
   report)
     python3 - "$D" <<'PY' | tee -a "${OUT:-.}/mc16_ablation.txt"
 import glob, sys
