@@ -56,12 +56,13 @@ case "${1:?start|watch|next|snap|report|stop}" in
   next)
     # the checkpoint seen last is remembered across calls (a call ends at the device's per-call limit)
     f="$D/arm0/checkpoint/trial_state.pt" seen=/tmp/mc16-ablation.seen  # per machine: a fresh one starts from now
-    [ -f "$seen" ] || stat -c %Y "$f" >"$seen"
+    mtime() { stat -c %Y "$f" 2>/dev/null || echo none; }  # none: a new arm has saved no checkpoint yet
+    [ -f "$seen" ] || mtime >"$seen"
     end=$((SECONDS + ${2:-560}))
-    while [ $SECONDS -lt $end ] && [ "$(stat -c %Y "$f")" = "$(cat "$seen")" ]; do sleep 10; done
-    if [ "$(stat -c %Y "$f")" != "$(cat "$seen")" ]; then
+    while [ $SECONDS -lt $end ] && [ "$(mtime)" = "$(cat "$seen")" ]; do sleep 10; done
+    if [ "$(mtime)" != "$(cat "$seen")" ]; then
       sleep 20  # the trial writes its checkpoint files one after the other
-      stat -c %Y "$f" >"$seen"; echo "next: arm0 saved a checkpoint at $(date -u +%H:%M:%S)"
+      mtime >"$seen"; echo "next: arm0 saved a checkpoint at $(date -u +%H:%M:%S)"
     else
       echo "next: no new checkpoint after ${2:-560} s"
     fi
