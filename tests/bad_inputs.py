@@ -131,6 +131,20 @@ class ForkServer:
         self.proc.wait(timeout=30)
 
 
+def _observe(pid: int, ended: Callable[[], bool], kill: Callable[[], None], t0: float) -> tuple[set, float, bool]:
+    """Until ``ended()``: sample the command lines of ``pid``'s descendants and the 1-minute load every 20 ms, and
+    ``kill()`` it once it has run KILL_AFTER_S since ``t0``.  Returns (command lines seen, highest load, killed)."""
+    seen, load, timed_out = set(), os.getloadavg()[0], False
+    while not ended():
+        seen.update(descendants(pid))
+        load = max(load, os.getloadavg()[0])
+        if not timed_out and time.monotonic() - t0 > KILL_AFTER_S:
+            timed_out = True
+            kill()
+        time.sleep(0.02)
+    return seen, load, timed_out
+
+
 def run_case(case: Case, paths: dict, ws: Path, log: Path, server: Optional[ForkServer] = None) -> Outcome:
     """Run one case in workspace ``ws``; its stdout/stderr go to ``log``.out/.err (outside ``ws``).
 
@@ -142,19 +156,14 @@ def run_case(case: Case, paths: dict, ws: Path, log: Path, server: Optional[Fork
         case.setup(ws)
     before = tree(ws)
     args = [str(a) for a in case.args(dict(paths, ws=ws))]
-    seen, load, timed_out = set(), os.getloadavg()[0], False
     t0 = time.monotonic()
     if server is not None:
         for stream in ("out", "err"):  # there even if the child dies before it opens them
             Path(f"{log}.{stream}").write_text("")
         pid = server.start(args, ws, f"{log}.out", f"{log}.err")
-        while os.path.exists(f"/proc/{pid}/task"):  # the server reaps it as soon as it ends
-            seen.update(descendants(pid))
-            load = max(load, os.getloadavg()[0])
-            if time.monotonic() - t0 > KILL_AFTER_S and not timed_out:
-                timed_out = True
-                os.kill(pid, signal.SIGKILL)
-            time.sleep(0.02)
+        # the server reaps the child as soon as it ends
+        seen, load, timed_out = _observe(pid, lambda: not os.path.exists(f"/proc/{pid}/task"),
+                                         lambda: os.kill(pid, signal.SIGKILL), t0)
         returncode, cpu_s = server.status(), float("nan")
     else:
         env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
@@ -162,17 +171,17 @@ def run_case(case: Case, paths: dict, ws: Path, log: Path, server: Optional[Fork
         with open(f"{log}.out", "w") as fo, open(f"{log}.err", "w") as fe:
             proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=ws, env=env,
                                     stdin=subprocess.DEVNULL, stdout=fo, stderr=fe)
-            while True:
+            reaped = {}
+
+            def ended() -> bool:
                 pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
                 if pid:
-                    break
-                seen.update(descendants(proc.pid))
-                load = max(load, os.getloadavg()[0])
-                if time.monotonic() - t0 > KILL_AFTER_S:
-                    timed_out = True
-                    proc.kill()
-                time.sleep(0.02)
-        returncode, cpu_s = os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime
+                    reaped.update(status=status, usage=usage)
+                return bool(pid)
+
+            seen, load, timed_out = _observe(proc.pid, ended, proc.kill, t0)
+        usage = reaped["usage"]
+        returncode, cpu_s = os.waitstatus_to_exitcode(reaped["status"]), usage.ru_utime + usage.ru_stime
     wall = time.monotonic() - t0
     try:
         after = tree(ws)

@@ -22,6 +22,9 @@
 set -uo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PYTHONWARNINGS="ignore::UserWarning" OMP_NUM_THREADS=1
 D=runs/mc16-ablation
+# the arms, resume state included, into $OUT/NAME/arms.tgz.part* (15 MiB parts: each fits what a call brings back)
+pack() { mkdir -p "${OUT:?}/$1" && tar czf "$OUT/$1/arms.tgz" -C runs "$(basename "$D")" &&
+  (cd "$OUT/$1" && split -b 15M arms.tgz arms.tgz.part && rm arms.tgz) && ls -l "$OUT/$1"; }
 case "${1:?start|watch|next|snap|report|stop}" in
   start)
     ITERS=${2:?iterations}; SEED=${3:?seed}; shift 3
@@ -68,8 +71,7 @@ case "${1:?start|watch|next|snap|report|stop}" in
     fi
     tail -n 1 "$D"/arm*.log ;;
   snap)
-    mkdir -p "${OUT:?}/${2:?name}" && tar czf "$OUT/$2/arms.tgz" -C runs "$(basename "$D")" &&
-      (cd "$OUT/$2" && split -b 15M arms.tgz arms.tgz.part && rm arms.tgz) && ls -l "$OUT/$2" ;;
+    pack "${2:?name}" ;;
   report)
     python3 - "$D" <<'PY' | tee -a "${OUT:-.}/mc16_ablation.txt"
 import glob, sys
@@ -94,6 +96,5 @@ PY
     for _ in $(seq 60); do pgrep -f "out-dir $D/arm" >/dev/null || break; sleep 1; done
     for g in $(groups); do kill -KILL -- "-$g"; done
     for f in "$D"/arm*.log; do tail -n 1 "$f"; done
-    mkdir -p "${OUT:?}/mc16-ablation" && tar czf "$OUT/mc16-ablation/arms.tgz" -C runs "$(basename "$D")" &&
-      (cd "$OUT/mc16-ablation" && split -b 15M arms.tgz arms.tgz.part && rm arms.tgz) && ls -l "$OUT/mc16-ablation" ;;
+    pack mc16-ablation ;;
 esac
