@@ -56,7 +56,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple = (), g
             dest=f.name,
             type=_parser_for(hints[f.name]),
             default=argparse.SUPPRESS,
-            help=f"{f.metadata.get('help', '')} (default: {default})".strip(),
+            # argparse expands %-placeholders in help: a literal % (success rates) must reach it as %%
+            help=f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%").strip(),
         )
 
 
