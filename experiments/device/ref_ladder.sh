@@ -27,5 +27,5 @@ case "${1:?ladder|select}" in
   select)
     python3 -m orchestrator select --ladder-dir "$RUN" --out-dir "$RUN-start" --roles start --start-logstds=-1.5 \
       --start-min 0.38 --start-max 0.52 --start-target 0.44 --backend cpu
-    [ -n "${OUT:-}" ] && cp "$RUN-start"/* "$OUT"/ ;;
+    if [ -n "${OUT:-}" ]; then cp "$RUN-start"/* "$OUT"/; fi ;;
 esac
