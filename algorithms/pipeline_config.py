@@ -20,6 +20,9 @@ class PretrainConfig:
     control_mode: str = field(default="pd_joint_delta_pos", metadata={"help": "ManiSkill controller, e.g. pd_joint_delta_pos"})
     reward_mode: str = field(default="normalized_dense", metadata={"help": "reward PPO pretrains on (normalized_dense shapes the ladder; sparse is success only)"})
     terminate_on_success: bool = field(default=False, metadata={"help": "end an episode as soon as the task succeeds"})
+    bootstrap_terminal: bool = field(default=True, metadata={
+        "help": "GAE adds gamma V(final obs) at a success too, as the reference's (ManiSkill's) PPO does; false: a "
+                "success is worth its reward alone, which under terminate_on_success pays less than hovering near it"})
     backend: str = field(default="auto", metadata={"help": "simulation backend: auto (gpu when available), gpu or cpu"})
     num_envs: int = field(default=16, metadata={"help": "parallel envs collecting each rollout"})
     num_steps: int = field(default=64, metadata={"help": "steps per env per rollout (batch = num_envs x num_steps)"})

@@ -39,6 +39,12 @@ def _at_logstd(agent: Agent, logstd: Optional[float]) -> Agent:
     return copy.deepcopy(agent).set_logstd(logstd)
 
 
+def terminal_mask(terminated: torch.Tensor, cfg: PretrainConfig) -> torch.Tensor:
+    """[T, N] flags of the steps whose successor is worth 0 in GAE: none with ``bootstrap_terminal`` (the reference's
+    PPO adds gamma V(final obs) at every episode end), else the terminations (successes under terminate_on_success)."""
+    return torch.zeros_like(terminated) if cfg.bootstrap_terminal else terminated
+
+
 def ppo_update(agent, optimizer, b_obs, b_actions, b_logprobs, b_adv, b_returns, b_values, cfg: PretrainConfig, gen):
     """Standard clipped PPO on one batch (flattened [B, ...]); returns mean losses/diagnostics."""
     B = b_obs.shape[0]
@@ -52,15 +58,16 @@ def ppo_update(agent, optimizer, b_obs, b_actions, b_logprobs, b_adv, b_returns,
             _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[idx], b_actions[idx])
             pg_loss, approx_kl, clipfrac = ppo_loss(newlogprob, b_logprobs[idx], b_adv[idx], cfg.clip_coef, cfg.norm_adv)
             stats["clipfrac"].append(clipfrac.item())
+            stats["approx_kl"].append(approx_kl.item())
+            # the reference checks before stepping: the minibatch that crosses target_kl is not applied
+            if cfg.target_kl is not None and approx_kl.item() > cfg.target_kl:
+                kl_stop = True
+                break
             v_loss = 0.5 * ((newvalue - b_returns[idx]) ** 2).mean()
             loss = pg_loss - cfg.ent_coef * entropy.mean() + cfg.vf_coef * v_loss
             optimizer_step(optimizer, loss, [p for p in agent.parameters() if p.requires_grad], cfg.max_grad_norm)
             stats["policy_loss"].append(pg_loss.item())
             stats["value_loss"].append(v_loss.item())
-            stats["approx_kl"].append(approx_kl.item())
-            if cfg.target_kl is not None and approx_kl.item() > cfg.target_kl:
-                kl_stop = True
-                break
         if kl_stop:
             break
     return {k: float(np.mean(v)) if v else 0.0 for k, v in stats.items()}
@@ -80,6 +87,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = True, progress: bool = True, ma
         saved = json.loads(cfg_path.read_text())
         # the task must match; batch shape, devices and evaluation may change between sessions (recorded in provenance)
         diff = {k: (saved.get(k), getattr(cfg, k)) for k in ("env_id", "control_mode", "reward_mode", "terminate_on_success") if saved.get(k) != getattr(cfg, k)}
+        # runs before the field existed zeroed V at a success; without terminations the field changes nothing
+        if cfg.terminate_on_success and saved.get("bootstrap_terminal", False) != cfg.bootstrap_terminal:
+            diff["bootstrap_terminal"] = (saved.get("bootstrap_terminal", False), cfg.bootstrap_terminal)
         if diff:
             raise ValueError(f"{out} holds a pretraining run of another task setting ({diff}); use a new --out-dir")
     cfg_path.write_text(json.dumps(asdict(cfg), indent=2))
@@ -141,7 +151,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = True, progress: bool = True, ma
             t_roll = time.time() - t0
             with torch.no_grad():
                 next_values = agent.get_value(ro.flat(ro.next_obs)).reshape(ro.rewards.shape)
-            adv, returns = gae(ro.rewards, ro.values, next_values, ro.terminated, ro.dones, cfg.gamma, cfg.gae_lambda)
+            adv, returns = gae(ro.rewards, ro.values, next_values, terminal_mask(ro.terminated, cfg), ro.dones, cfg.gamma, cfg.gae_lambda)
             stats = ppo_update(
                 agent, optimizer, ro.flat(ro.obs), ro.flat(ro.actions), ro.flat(ro.logprobs),
                 ro.flat(adv), ro.flat(returns), ro.flat(ro.values), cfg, gen,

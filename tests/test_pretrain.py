@@ -143,3 +143,31 @@ def test_eval_with_backend_gpu_names_what_is_missing(run_cli, policy_checkpoint)
     assert r.returncode != 0
     msg = last_line(r.stderr)
     assert "backend 'gpu' needs" in msg and ("CUDA" in msg or "libPhysXGpu_64.so" in msg)
+
+
+def test_pretrain_gae_bootstraps_a_success_as_the_reference_does():
+    """One step that succeeds and terminates: with bootstrap_terminal (the reference's ppo.py) its advantage is
+    r + gamma V(final obs) - V(s); without, r - V(s), so under terminate_on_success the success of a dense-reward
+    task pays less than staying just short of it (the 0% ladder of session 22)."""
+    from algorithms.estimators.gae import gae
+    from algorithms.pipeline_config import PretrainConfig
+    from algorithms.pretrain import terminal_mask
+
+    rewards, values = torch.tensor([[1.0]]), torch.tensor([[2.0]])
+    next_values, terminated = torch.tensor([[4.0]]), torch.tensor([[True]])
+    for boot, expected in ((True, 1.0 + 0.8 * 4.0 - 2.0), (False, 1.0 - 2.0)):
+        cfg = PretrainConfig(terminate_on_success=True, bootstrap_terminal=boot)
+        adv, _ = gae(rewards, values, next_values, terminal_mask(terminated, cfg), terminated, 0.8, 0.9)
+        assert adv.item() == pytest.approx(expected)
+
+
+def test_pretrain_refuses_to_resume_a_success_terminating_ladder_with_the_other_bootstrap(tmp_path, run_cli):
+    out = tmp_path / "term"
+    r = run_cli("pretrain", *TINY, "--total-timesteps", 16, "--terminate-on-success", "true", "--out-dir", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((out / "config.json").read_text())["bootstrap_terminal"] is True
+    before = (out / "ladder.csv").read_text()
+    r = run_cli("pretrain", *TINY, "--total-timesteps", 32, "--terminate-on-success", "true",
+                "--bootstrap-terminal", "false", "--out-dir", out)
+    assert r.returncode != 0 and "bootstrap_terminal" in last_line(r.stderr)
+    assert (out / "ladder.csv").read_text() == before  # the run is left as it was

@@ -15,15 +15,19 @@
 # iteration; 16 CPUs should be about 8 times faster.
 set -euo pipefail
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PYTHONWARNINGS="ignore::UserWarning"
-LADDER=experiments/results/seed-v2/start-search/refladder-s1
-RUN=${RUN:-.run/refladder-s1}
+# Session 23: the ladder bootstraps V(final obs) at a success, as the reference's ppo.py does (--bootstrap-terminal,
+# default true). refladder-s1 (session 22, 80 iterations, deterministic 0%) zeroed it: a success then paid less than
+# hovering next to it. SEED picks the ladder (default 1).
+SEED=${SEED:-1}
+LADDER=experiments/results/seed-v2/start-search/refladder-boot-s$SEED
+RUN=${RUN:-.run/refladder-boot-s$SEED}
 case "${1:?ladder|select}" in
   ladder)
-    # the committed state seeds a fresh machine; a warm one continues its own
-    [ -f "$RUN/state.pt" ] || { mkdir -p "$RUN" && cp -r "$LADDER"/. "$RUN"/; }
+    # the committed state (if any) seeds a fresh machine; a warm one continues its own
+    [ -f "$RUN/state.pt" ] || [ ! -f "$LADDER/state.pt" ] || { mkdir -p "$RUN" && cp -r "$LADDER"/. "$RUN"/; }
     bash experiments/device/pretrain_chunk.sh "${2:?minutes}" "$RUN" --num-envs 512 --num-steps 50 \
-      --num-minibatches 32 --update-epochs 4 --terminate-on-success true --backend cpu --device cpu --seed 1 \
-      --eval-every 5 --eval-episodes 64 --eval-logstd -1.5 --total-timesteps 5120000 ;;
+      --num-minibatches 32 --update-epochs 4 --terminate-on-success true --bootstrap-terminal true --backend cpu \
+      --device cpu --seed "$SEED" --eval-every 5 --eval-episodes 64 --eval-logstd -1.5 --total-timesteps 5120000 ;;
   select)
     python3 -m orchestrator select --ladder-dir "$RUN" --out-dir "$RUN-start" --roles start --start-logstds=-1.5 \
       --start-min 0.38 --start-max 0.52 --start-target 0.44 --backend cpu
