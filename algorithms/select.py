@@ -48,7 +48,7 @@ def select_policies(cfg: SelectConfig, log=print) -> dict:
                 if logstd is not None:
                     agent.set_logstd(logstd)
                     sto = evaluate(agent, venv, cfg.confirm_episodes, cfg.eval_seed, False)
-                tried.append({"checkpoint": name, "logstd": float(agent.actor_logstd.mean()), "success_det": det.success_rate, "success_stoch": sto.success_rate})
+                tried.append({"checkpoint": name, "logstd": agent.actor_logstd.mean().item(), "success_det": det.success_rate, "success_stoch": sto.success_rate})
                 log(f"  {name} with logstd {tried[-1]['logstd']:.2f}: stochastic {sto.success_rate:.3f} (deterministic {det.success_rate:.3f})")
                 if sto.success_rate >= det.success_rate - cfg.start_stoch_margin:
                     chosen["start"] = (name, agent, ck, det, sto)
@@ -87,10 +87,10 @@ def select_policies(cfg: SelectConfig, log=print) -> dict:
         }
         cfg_saved = dict(ck["config"], source_checkpoint=name, role=role)
         if role == "start":
-            cfg_saved["logstd_reset"] = float(agent.actor_logstd.mean())
+            cfg_saved["logstd_reset"] = agent.actor_logstd.mean().item()
         digest = save_policy(out / f"{role}.pt", agent, env_id=ck["env_id"], control_mode=ck["control_mode"], config=cfg_saved, metrics=metrics)
         prov["policies"][role] = {"file": f"{role}.pt", "source_checkpoint": name, "sha256": digest, **metrics,
-                                  "logstd": float(agent.actor_logstd.mean())}
+                                  "logstd": agent.actor_logstd.mean().item()}
     prov["start_candidates"] = tried
     (out / "provenance.json").write_text(json.dumps(prov, indent=2))
     return prov
