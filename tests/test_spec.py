@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from algorithms.config import FinetuneConfig
@@ -383,3 +384,20 @@ def test_seed_v2_preset_is_the_reference_protocol():
     # the reference's quality table is its action-ranking analysis: 8 policy actions per state, 10 re-rollouts of that policy each
     q = by["gae+awr"]
     assert (q.quality_mode, q.quality_policy, q.quality_actions, q.quality_samples) == ("actions", "current", 8, 10)
+
+
+def test_seed_v2_refstart_is_seed_v2_with_the_reference_recipe_start():
+    """experiments/seed-v2-refstart.yaml changes one thing from seed-v2: the start, pretrained by the reference's
+    recipe (episodes end on success and GAE bootstraps there), at log-std -1.5."""
+    from algorithms.checkpoint import load_policy
+
+    v2 = {(t.cell, t.seed): t for t in expand_trials(load_spec(REPO / "experiments" / "seed-v2.yaml", base_dir=REPO))}
+    ref = expand_trials(load_spec(REPO / "experiments" / "seed-v2-refstart.yaml", base_dir=REPO))
+    assert {t.cell for t in ref} == {c for c, _ in v2} - {"iql+awr"}
+    for t in ref:
+        other = v2[(t.cell, t.seed)]
+        assert {**vars(t), "start_checkpoint": None} == {**vars(other), "start_checkpoint": None}
+        assert t.start_checkpoint.endswith("start-refrecipe.pt") and other.start_checkpoint.endswith("start.pt")
+    agent, ck = load_policy(REPO / "experiments" / "checkpoints" / "pickcube" / "start-refrecipe.pt")
+    assert torch.allclose(agent.actor_logstd, torch.full_like(agent.actor_logstd, -1.5))
+    assert ck["config"]["terminate_on_success"] and ck["config"]["bootstrap_terminal"]

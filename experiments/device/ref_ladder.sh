@@ -11,6 +11,8 @@
 #                                                          # $RUN-start/start.pt and provenance.json (also in $OUT)
 # Then the one-change MC16 first update from it:
 #   bash experiments/device/mc16_ablation.sh start 1 1 "--start-checkpoint=$RUN-start/start.pt"
+# Session 23 selected checkpoint 100 of refladder-boot-s1; it ships as experiments/checkpoints/pickcube/
+# start-refrecipe.pt, the start of experiments/seed-v2-refstart.yaml.
 # Packages staged in /tmp/site first (seed_v2_grid.sh). The dev box (2 CPUs) runs the same ladder at about 80 s an
 # iteration; 16 CPUs should be about 8 times faster.
 set -euo pipefail
