@@ -266,8 +266,13 @@ def worker_main(conn, mem_fd: int, first: int, count: int, env_id: str, control_
             else:
                 raise ValueError(f"unknown command {cmd!r}")
             conn.send(("ok", reply))
+        except (BrokenPipeError, ConnectionResetError):
+            break  # the driver is gone (killed, or stopped by a time limit): nothing to report to
         except Exception:
-            conn.send(("error", traceback.format_exc()))
+            try:
+                conn.send(("error", traceback.format_exc()))
+            except (BrokenPipeError, ConnectionResetError):
+                break
     local.close()
     buf.close()
     try:
