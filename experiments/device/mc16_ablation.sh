@@ -17,6 +17,9 @@
 # and in the next session `PARTS=that/folder bash ... start ITERS SEED 'FLAGS A' ...` with the same ITERS, SEED and
 # flags: it unpacks the arms and each continues from its last finished iteration (finetune --resume; the trial's
 # config must match, so ITERS is the whole run's, not the session's).
+# Start and first wait in one call (`start ... ; ... next 560`): in session 25 an arm started by one call lost its env
+# workers (ModuleNotFoundError: envs.shared_batch) as the next call copied the working tree in, while they imported.
+# Keep the gap between calls under 30 s: after that the call gets a bare machine (watch/next/stop say so, exit 3).
 # Packages staged in /tmp/site first, as for seed_v2_grid.sh. About 2.6 M re-rollout steps in the first iteration:
 # about 7 minutes on 28 CPUs (session 7); about 15 on 16 vCPUs of the x2 machine, two arms at once (session 8).
 set -uo pipefail
@@ -25,7 +28,10 @@ D=runs/mc16-ablation
 # the arms, resume state included, into $OUT/NAME/arms.tgz.part* (15 MiB parts: each fits what a call brings back)
 pack() { mkdir -p "${OUT:?}/$1" && tar czf "$OUT/$1/arms.tgz" -C runs "$(basename "$D")" &&
   (cd "$OUT/$1" && split -b 15M arms.tgz arms.tgz.part && rm arms.tgz) && ls -l "$OUT/$1"; }
+# a call after more than 30 s idle gets a fresh, bare machine: say so at once rather than wait on arms that are not there
+here() { [ -d "$D" ] || { echo "no $D on this machine: a fresh one (the last went back after 30 s idle?); stage and start again"; exit 3; }; }
 case "${1:?start|watch|next|snap|report|stop}" in
+  watch|next|snap|report|stop) here ;;&
   start)
     ITERS=${2:?iterations}; SEED=${3:?seed}; shift 3
     # (nproc would obey OMP_NUM_THREADS)
@@ -62,7 +68,10 @@ case "${1:?start|watch|next|snap|report|stop}" in
     mtime() { stat -c %Y "$f" 2>/dev/null || echo none; }  # none: a new arm has saved no checkpoint yet
     [ -f "$seen" ] || mtime >"$seen"
     end=$((SECONDS + ${2:-560}))
-    while [ $SECONDS -lt $end ] && [ "$(mtime)" = "$(cat "$seen")" ]; do sleep 10; done
+    while [ $SECONDS -lt $end ] && [ "$(mtime)" = "$(cat "$seen")" ]; do
+      pgrep -f "out-dir $D/arm0" >/dev/null || { echo "next: arm0 is not running"; tail -n 5 "$D/arm0.log"; exit 4; }
+      sleep 10
+    done
     if [ "$(mtime)" != "$(cat "$seen")" ]; then
       sleep 20  # the trial writes its checkpoint files one after the other
       mtime >"$seen"; echo "next: arm0 saved a checkpoint at $(date -u +%H:%M:%S)"
