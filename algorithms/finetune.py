@@ -2,7 +2,9 @@
 
 No Ray here.  ``run_trial`` reports each iteration's metrics (SPEC.md names) to a callback and to
 TensorBoard, saves the whole trial state (policy, optimisers, estimator state, RNG, history) into
-``<out_dir>/checkpoint`` after every iteration, and resumes from a checkpoint directory when given one.
+``<out_dir>/checkpoint`` after every iteration, rewrites ``<out_dir>/metrics.jsonl`` (the history, one JSON row per
+reported iteration: what ``orchestrator analyze`` reads from a folder of such trials), and resumes from a
+checkpoint directory when given one.
 Iteration 0 is the start policy's evaluation.
 
 Resets: with ``rollout_reset=iteration`` env i of iteration k starts from seed
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 
 from algorithms import rng
-from algorithms.checkpoint import atomic_torch_save, check_policy_fits, check_writable_dir, load_policy, save_policy
+from algorithms.checkpoint import atomic_torch_save, atomic_write_text, check_policy_fits, check_writable_dir, load_policy, save_policy
 from algorithms.config import FinetuneConfig
 from algorithms.detrend import detrend_on_values
 from algorithms.estimators import TrialContext, estimator_class, make_estimator
@@ -114,16 +116,17 @@ def validate_trial_inputs(cfg: FinetuneConfig) -> None:
         load_critic_into(Agent(start["obs_dim"], start["act_dim"]), cfg.gae_critic_checkpoint, obs_dim=start["obs_dim"], gamma=cfg.gamma)
 
 
-TRIAL_FILES = ("config.json", "tb", "checkpoint")  # what run_trial writes into its out_dir
+METRICS_JSONL = "metrics.jsonl"
+TRIAL_FILES = ("config.json", METRICS_JSONL, "tb", "checkpoint")  # what run_trial writes into its out_dir
 
 
 def prepare_trial_dir(out_dir: str | Path, cfg: FinetuneConfig, resume: bool = False, overwrite: bool = False) -> Optional[Path]:
     """Decide what a ``finetune`` call may do with ``out_dir``, after the inputs are validated and before anything
     is written.  Returns the checkpoint directory to resume from (``resume``), else None.
 
-    * a directory holding a trial (config.json, tb/ or checkpoint/) is refused unless ``resume`` or ``overwrite``;
+    * a directory holding a trial (config.json, metrics.jsonl, tb/ or checkpoint/) is refused unless ``resume`` or ``overwrite``;
     * ``resume`` needs ``<out_dir>/checkpoint/trial_state.pt`` of a trial with this very config;
-    * ``overwrite`` removes that trial's files (only those: config.json, tb/, checkpoint/) and says so.
+    * ``overwrite`` removes that trial's files (only those: config.json, metrics.jsonl, tb/, checkpoint/) and says so.
     Raises ValueError in one line; nothing is changed when it raises."""
     out = Path(out_dir)
     if resume and overwrite:
@@ -316,6 +319,8 @@ def run_trial(
                 "totals": totals, "iteration": it, "offline_batch": offline_batch,
             }
             atomic_torch_save(state, ckpt_dir / TRIAL_STATE)
+            # the whole history each time, not appended: after a resume it is the trial state's, never a torn line
+            atomic_write_text(out / METRICS_JSONL, "".join(json.dumps(h, default=float) + "\n" for h in history))
             save_policy(ckpt_dir / "policy.pt", agent, env_id=cfg.env_id, control_mode=cfg.control_mode,
                         config=cfg.to_dict(), metrics={k: v for k, v in metrics.items() if k.startswith("eval/")})
             if report is not None:

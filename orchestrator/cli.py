@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--spec", default=None, help="grid spec: run the protocol of its cell --cell (default: its first cell); flags given here override it")
     sp.add_argument("--out-dir", default=None, help="trial directory (default: runs/finetune/<cell>-seed<seed>)")
     sp.add_argument("--resume", action="store_true", help="continue the trial in --out-dir from <out-dir>/checkpoint (same flags; --num-iterations may grow, to extend it)")
-    sp.add_argument("--overwrite", action="store_true", help="remove the trial already in --out-dir (config.json, tb/, checkpoint/) and start again")
+    sp.add_argument("--overwrite", action="store_true", help="remove the trial already in --out-dir (config.json, metrics.jsonl, tb/, checkpoint/) and start again")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_finetune)
 
@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("quality", help="estimator quality vs an MC oracle (Spearman, bias, RMSE) over a short trial", description="Runs a trial with the quality probe on every iteration (research question 4): --quality-mode batch scores the estimator's advantages on its batch against MC re-rollouts (--quality-policy, --quality-samples) of the same transitions; --quality-mode actions is the reference's action-ranking analysis (per state, the Spearman rank of --quality-actions sampled actions).")
     add_dataclass_args(sp, FinetuneConfig)
     sp.add_argument("--out-dir", default=None, help="trial directory (default: runs/quality/<estimator>-<update>-seed<seed>)")
-    sp.add_argument("--overwrite", action="store_true", help="remove the trial already in --out-dir (config.json, tb/, checkpoint/) and start again")
+    sp.add_argument("--overwrite", action="store_true", help="remove the trial already in --out-dir (config.json, metrics.jsonl, tb/, checkpoint/) and start again")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_quality)
 
@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--spec", default=None, help="grid spec whose cell protocol to diagnose")
     sp.add_argument("--cell", dest="spec_cell", default=None, help="the cell's label in --spec (default: its first cell)")
     sp.add_argument("--out-dir", default=None, help="trial directory (default: runs/selfclone/<cell>-seed<seed>)")
-    sp.add_argument("--overwrite", action="store_true", help="remove an earlier diagnostic in --out-dir (config.json, tb/, checkpoint/) and run again")
+    sp.add_argument("--overwrite", action="store_true", help="remove an earlier diagnostic in --out-dir (config.json, metrics.jsonl, tb/, checkpoint/) and run again")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_selfclone)
 
@@ -362,8 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.set_defaults(func=_cmd_eval)
-    sp = sub.add_parser("analyze", help="statistics, figures and report of one or several grids", description="Reads (finished, running or interrupted) Ray Tune experiment directories, or folders an earlier analysis exported; writes results.csv/.parquet, trials.csv, summary.csv/.tex, figures (SVG and PNG) and report.md/.html: per cell IQM with 95% CIs over seeds, per-seed and hyperparameter tables, published numbers, probability of improvement, performance profiles, sample efficiency, estimator quality, failures.")
-    sp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a Tune experiment directory (<storage_path>/<name>) or an exported analysis folder; several are pooled (or compared with --compare)")
+    sp = sub.add_parser("analyze", help="statistics, figures and report of one or several grids", description="Reads (finished, running or interrupted) Ray Tune experiment directories, folders an earlier analysis exported, or folders of standalone finetune trials (their --out-dirs); writes results.csv/.parquet, trials.csv, summary.csv/.tex, figures (SVG and PNG) and report.md/.html: per cell IQM with 95% CIs over seeds, per-seed and hyperparameter tables, published numbers, probability of improvement, performance profiles, sample efficiency, estimator quality, failures.")
+    sp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a Tune experiment directory (<storage_path>/<name>), an exported analysis folder, or a folder of finetune --out-dir trials (or one); several are pooled (or compared with --compare)")
     sp.add_argument("--out", default=None, help="output folder (default: RUN_DIR/analysis; required with several RUN_DIRs)")
     sp.add_argument("--compare", action="store_true", help="keep several runs' cells apart (side by side) instead of pooling the same cell's seeds")
     sp.add_argument("--no-figures", action="store_true", help="tables and report only, no figures (drawing them is most of an analysis' time)")

@@ -14,6 +14,11 @@ experiment state, a trial directory the driver never recorded, or a ``result.jso
 crash cut (Tune then drops the whole file; the intact lines are kept and the rest recovered from
 ``progress.csv``, with a warning naming the file).
 
+A folder of standalone trials (what ``orchestrator finetune --out-dir D`` leaves: ``D/config.json``, ``D/metrics.jsonl``,
+``D/tb/``), or one such trial directory, reads as an experiment of those trials: config from ``config.json``, rows from
+``metrics.jsonl`` (or, for a trial written before that file existed, rebuilt from its TensorBoard scalars), status
+TERMINATED when the last row is the config's last iteration and INCOMPLETE otherwise (nothing records a crash).
+
 An *exported* folder (what ``analyze`` writes: ``results.csv`` with one row per trial x iteration, plus
 ``trials.csv`` and ``spec.resolved.json`` when present) reads back into the same frames, so a committed
 results folder can be re-analysed without the Tune directory.
@@ -44,6 +49,9 @@ TRIAL_OUT = "trial"  # run_trial's out_dir inside a Tune trial directory
 RESULT_JSON, PROGRESS_CSV, PARAMS_JSON, ERROR_TXT = "result.json", "progress.csv", "params.json", "error.txt"
 EXPORT_RESULTS, EXPORT_TRIALS = "results.csv", "trials.csv"
 CONFIG_PREFIX = "config/"
+# what algorithms.finetune.run_trial writes into its out_dir (a standalone trial's directory)
+TRIAL_CONFIG, TRIAL_METRICS, TRIAL_TB = "config.json", "metrics.jsonl", "tb"
+INCOMPLETE = "INCOMPLETE"  # a standalone trial whose rows stop before its last iteration: interrupted, or still running
 # the trial statuses Tune records for a trial that ended by itself and for one that raised (its Trial.TERMINATED / .ERROR)
 FINISHED, FAILED = "TERMINATED", "ERROR"
 BASE_COLUMNS = ["trial_id", "status", "error", "trial_dir"]
@@ -69,7 +77,7 @@ class Experiment:
     trials: pd.DataFrame
     results: pd.DataFrame
     resolved: Optional[dict] = None  # spec.resolved.json, when the directory has one
-    source: str = "tune"  # "tune" (ExperimentAnalysis), "files" (raw trial files) or "export" (results.csv)
+    source: str = "tune"  # "tune" (ExperimentAnalysis), "files" (raw trial files), "export" (results.csv) or "trials" (finetune out-dirs)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -195,7 +203,7 @@ def _not_an_experiment(run_dir: Path) -> NotAnExperimentError:
         inner = sorted(p.parent.name for p in run_dir.glob("*/experiment_state-*.json"))
         if inner:
             hint = f" (it holds experiment{'s' if len(inner) > 1 else ''} {', '.join(inner)}: pass {run_dir / inner[0]})"
-    return NotAnExperimentError(f"RUN_DIR is not a Tune experiment directory nor an exported results folder: {run_dir}{hint}")
+    return NotAnExperimentError(f"RUN_DIR is not a Tune experiment directory, an exported results folder nor a folder of finetune trials: {run_dir}{hint}")
 
 
 def _trial_dirs(run_dir: Path) -> list[Path]:
@@ -258,6 +266,60 @@ def _file_trial(tdir: Path, warnings: list[str]) -> _Trial:
     return _Trial(tdir.name, tid, status, read_json(tdir / PARAMS_JSON) or {}, _clean_rows(rows))
 
 
+def _is_standalone_trial(d: Path) -> bool:
+    return (d / TRIAL_CONFIG).is_file() and ((d / TRIAL_METRICS).is_file() or (d / TRIAL_TB).is_dir())
+
+
+def _standalone_trial_dirs(run_dir: Path) -> list[Path]:
+    if _is_standalone_trial(run_dir):
+        return [run_dir]
+    return sorted(p for p in run_dir.iterdir() if p.is_dir() and _is_standalone_trial(p))
+
+
+def _tensorboard_rows(tb_dir: Path) -> tuple[list[dict], Optional[str]]:
+    """Rows rebuilt from a trial's TensorBoard scalars, and a warning when they cannot be.
+
+    run_trial logs every metric of an iteration at that iteration's ``charts/env_steps``, so each distinct step is
+    one iteration, in order.  The offline regime repeats a step (no new env steps after the first iteration): such a
+    trial needs its ``metrics.jsonl``.  Values come back as TensorBoard stores them (float32).
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})  # 0: keep every event, not a sample
+    ea.Reload()
+    tags = ea.Tags().get("scalars", [])
+    if "charts/env_steps" not in tags:
+        return [], f"{tb_dir}: no charts/env_steps scalar, so its iterations cannot be rebuilt; the trial is left out"
+    steps = [e.step for e in ea.Scalars("charts/env_steps")]
+    if len(set(steps)) != len(steps):
+        return [], f"{tb_dir}: iterations share an env-step count (offline regime?) and there is no {TRIAL_METRICS}; the trial is left out"
+    rows = {step: {"iteration": i} for i, step in enumerate(steps)}
+    for tag in tags:
+        for e in ea.Scalars(tag):
+            if e.step in rows:
+                rows[e.step][tag] = e.value
+    return [rows[s] for s in steps], None
+
+
+def _standalone_trial(tdir: Path, warnings: list[str]) -> _Trial:
+    config = read_json(tdir / TRIAL_CONFIG)
+    if not isinstance(config, dict):
+        warnings.append(f"{tdir / TRIAL_CONFIG}: not a readable trial config; the trial is left out")
+        config = {}
+    if (tdir / TRIAL_METRICS).is_file():
+        rows, bad = read_json_lines(tdir / TRIAL_METRICS)
+        if bad:
+            warnings.append(f"{tdir / TRIAL_METRICS}: {bad} damaged line(s); kept {len(rows)} intact row(s)")
+    else:
+        rows, warning = _tensorboard_rows(tdir / TRIAL_TB)
+        if warning:
+            warnings.append(warning)
+    rows = _clean_rows(rows) if config else []
+    last = rows[-1]["iteration"] if rows else None
+    status = FINISHED if last is not None and last == config.get("num_iterations") else INCOMPLETE
+    return _Trial(tdir.name, tdir.name, status, config, rows)
+
+
 def _frames(run_dir: Path, trials: list[_Trial]) -> tuple[pd.DataFrame, pd.DataFrame]:
     records, frames = [], []
     for t in trials:
@@ -297,7 +359,8 @@ def _load_export(folder: Path) -> Experiment:
 
 
 def load_experiment(run_dir) -> Experiment:
-    """Read a finished, running or interrupted Tune experiment directory, or an exported results folder."""
+    """Read a finished, running or interrupted Tune experiment directory, an exported results folder, or a folder of
+    standalone ``finetune`` trials (or one of them)."""
     run_dir = Path(run_dir).expanduser().resolve()
     if not run_dir.is_dir():
         raise _not_an_experiment(run_dir)
@@ -306,7 +369,15 @@ def load_experiment(run_dir) -> Experiment:
     if not has_state and not dirs:
         if (run_dir / EXPORT_RESULTS).is_file():
             return _load_export(run_dir)
-        raise _not_an_experiment(run_dir)
+        standalone = _standalone_trial_dirs(run_dir)
+        if not standalone:
+            raise _not_an_experiment(run_dir)
+        warnings: list[str] = []
+        trials = [_standalone_trial(d, warnings) for d in standalone]
+        # one trial directory given itself: its files are in run_dir, not in a subfolder of it
+        base = run_dir.parent if standalone == [run_dir] else run_dir
+        trial_frame, results = _frames(base, trials)
+        return Experiment(run_dir, trial_frame, results, None, "trials", warnings)
     warnings: list[str] = []
     trials = _tune_trials(run_dir, warnings)
     source = "tune"

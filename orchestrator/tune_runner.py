@@ -9,7 +9,7 @@ Layout of a run directory ``<storage>/<name>`` (Tune's experiment directory)::
     <estimator>+<update>_s<seed>[_<swept>]_<trial id>/
         result.json, progress.csv, params.json, error.txt              Tune's per-trial records
         checkpoint_00000k/   the last few trial states Tune keeps (resume / retry points)
-        trial/               run_trial's out_dir: config.json, tb/, checkpoint/ (latest state + policy.pt),
+        trial/               run_trial's out_dir: config.json, metrics.jsonl, tb/, checkpoint/ (latest state + policy.pt),
                              placement.json (host, device, CUDA_VISIBLE_DEVICES, GPU memory cap and peak)
     analysis/                written by the ``grid`` / ``resume`` commands (``orchestrator.analysis.analyze``)
 

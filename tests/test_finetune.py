@@ -96,6 +96,40 @@ def test_same_seed_same_metrics(mc_ppo_trial, tmp_path):
     assert _comparable(a) == _comparable(b)  # CPU backend: bit-identical metrics for the same config and seed
 
 
+def test_a_folder_of_finetune_trials_reads_as_an_experiment(mc_ppo_trial, tmp_path):
+    """``orchestrator analyze`` on ``finetune`` out-dirs: metrics.jsonl holds the trial's history; a trial written before
+    that file existed is rebuilt from its TensorBoard scalars; one whose rows stop early is INCOMPLETE."""
+    import shutil
+
+    from orchestrator.analysis import analyze
+    from orchestrator.rundir import FINISHED, INCOMPLETE, load_experiment
+
+    history, copies = mc_ppo_trial
+    trial = copies[0].parent / "trial"
+    lines = (trial / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == json.loads(json.dumps(history))
+    root = tmp_path / "trials"
+    shutil.copytree(trial, root / "jsonl", ignore=shutil.ignore_patterns("checkpoint"))
+    shutil.copytree(trial, root / "tb-only", ignore=shutil.ignore_patterns("checkpoint", "metrics.jsonl"))
+    shutil.copytree(trial, root / "cut", ignore=shutil.ignore_patterns("checkpoint"))
+    (root / "cut" / "metrics.jsonl").write_text("".join(line + "\n" for line in lines[:-1]))
+
+    exp = load_experiment(root)
+    assert exp.source == "trials" and exp.warnings == []
+    assert dict(zip(exp.trials["trial_id"], exp.trials["status"])) == {"jsonl": FINISHED, "tb-only": FINISHED, "cut": INCOMPLETE}
+    evals = [(h["iteration"], h["eval/success_rate"]) for h in history if "eval/success_rate" in h]
+    for name in ("jsonl", "tb-only"):
+        rows = exp.results[exp.results["trial_id"] == name]
+        assert list(rows["iteration"]) == [h["iteration"] for h in history]
+        assert (rows["config/estimator"] == "mc").all() and (rows["config/update"] == "ppo").all()
+        got = rows.dropna(subset=["eval/success_rate"])
+        assert list(got["iteration"]) == [it for it, _ in evals]
+        assert got["eval/success_rate"].tolist() == pytest.approx([s for _, s in evals], abs=1e-6)  # TensorBoard: float32
+    assert list(load_experiment(trial).trials["trial_id"]) == ["trial"]  # one trial directory, given itself
+    out = analyze(root, tmp_path / "analysis")
+    assert "mc+ppo" in (tmp_path / "analysis" / "report.md").read_text() and out
+
+
 def test_killed_trial_resumes_to_the_same_final_metrics(tmp_path):
     flags = ["--estimator", "gae", "--update", "awr", "--num-envs", "1", "--num-steps", "6", "--num-iterations", "3",
              "--num-eval-episodes", "2", "--minibatch-size", "6", "--update-epochs", "1", "--backend", "cpu", "--device", "cpu", "--no-progress"]
@@ -119,6 +153,8 @@ def test_killed_trial_resumes_to_the_same_final_metrics(tmp_path):
     b = torch.load(state, weights_only=False)["history"]
     assert [h["iteration"] for h in b] == [0, 1, 2, 3]
     assert _comparable(a) == _comparable(b)
+    # the resumed trial's metrics.jsonl is its whole history (rewritten from the trial state, no torn or doubled rows)
+    assert [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()] == json.loads(json.dumps(b))
 
 
 def test_iql_file_as_gae_critic_is_refused_before_any_env_starts():
