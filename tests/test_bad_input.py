@@ -81,7 +81,7 @@ def test_overwrite_replaces_only_the_old_trial(paths, tmp_path, capsys):
     assert prepare_trial_dir(out, cfg, resume=True) == out / "checkpoint"  # the same config resumes
     assert prepare_trial_dir(out, cfg, overwrite=True) is None
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
-    assert "removed the previous trial's config.json, tb, checkpoint" in capsys.readouterr().err
+    assert "removed the previous trial's config.json, metrics.jsonl, tb, checkpoint" in capsys.readouterr().err
     assert all(not (out / name).exists() for name in TRIAL_FILES)
 
 
