@@ -38,12 +38,12 @@ from algorithms.estimators import TrialContext, estimator_class, make_estimator
 from algorithms.evaluate import evaluate, evaluate_fixed_steps
 from algorithms.quality import pearson
 from algorithms.rollout import collect_rollout
+from algorithms.trial_files import CHECKPOINT_DIR, CONFIG_JSON, METRICS_JSONL, TB_DIR, TRIAL_FILES, TRIAL_STATE
 from algorithms.updates import UpdateBatch, make_update
 from envs.backend import resolve_backend
 from envs.config import EnvConfig
 from envs.factory import EnvFactory
 
-TRIAL_STATE = "trial_state.pt"
 ReportFn = Callable[[dict, Path], None]
 RESET_STRIDE = 1_000_003
 
@@ -116,10 +116,6 @@ def validate_trial_inputs(cfg: FinetuneConfig) -> None:
         load_critic_into(Agent(start["obs_dim"], start["act_dim"]), cfg.gae_critic_checkpoint, obs_dim=start["obs_dim"], gamma=cfg.gamma)
 
 
-METRICS_JSONL = "metrics.jsonl"
-TRIAL_FILES = ("config.json", METRICS_JSONL, "tb", "checkpoint")  # what run_trial writes into its out_dir
-
-
 def prepare_trial_dir(out_dir: str | Path, cfg: FinetuneConfig, resume: bool = False, overwrite: bool = False) -> Optional[Path]:
     """Decide what a ``finetune`` call may do with ``out_dir``, after the inputs are validated and before anything
     is written.  Returns the checkpoint directory to resume from (``resume``), else None.
@@ -136,7 +132,7 @@ def prepare_trial_dir(out_dir: str | Path, cfg: FinetuneConfig, resume: bool = F
     check_writable_dir(out, "--out-dir")
     existing = [name for name in TRIAL_FILES if (out / name).exists()]
     if resume:
-        state = out / "checkpoint" / TRIAL_STATE
+        state = out / CHECKPOINT_DIR / TRIAL_STATE
         if not state.is_file():
             raise ValueError(f"--resume: {state} does not exist, so there is no trial to continue; run without --resume to start one")
         try:
@@ -145,7 +141,7 @@ def prepare_trial_dir(out_dir: str | Path, cfg: FinetuneConfig, resume: bool = F
         except Exception as e:  # truncated file, not a trial state
             raise ValueError(f"--resume: {state} is not a readable trial state ({type(e).__name__}); pass --overwrite to start the trial again") from None
         _check_same_config(config, finished, cfg, state)
-        return out / "checkpoint"
+        return out / CHECKPOINT_DIR
     if existing and not overwrite:
         raise ValueError(f"--out-dir {out} already holds a trial ({', '.join(existing)}); pass --resume to continue it, "
                          "--overwrite to replace it, or choose another --out-dir")
@@ -211,7 +207,7 @@ def run_trial(
     from tqdm import tqdm
 
     out = Path(out_dir)
-    ckpt_dir = out / "checkpoint"
+    ckpt_dir = out / CHECKPOINT_DIR
     validate_trial_inputs(cfg)
     resumed = None
     if resume_from is not None:
@@ -224,7 +220,7 @@ def run_trial(
             print(f"resume: the trial runs to iteration {cfg.num_iterations} (it was set to {resumed['config'].get('num_iterations')}); "
                   f"{resumed['iteration']} are done", flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    (out / CONFIG_JSON).write_text(json.dumps(cfg.to_dict(), indent=2))
     if resumed is not None and resumed["iteration"] >= cfg.num_iterations:
         # a finished trial's state resumed: its final report reached storage but not the driver (a stop between
         # the two; Tune then restores the checkpoint before it, or this one where that is gone). Reporting the
@@ -291,7 +287,7 @@ def run_trial(
             history, totals, start_iter = st["history"], st["totals"], st["iteration"]
             offline_batch = st.get("offline_batch")
 
-        writer = SummaryWriter(str(out / "tb"))
+        writer = SummaryWriter(str(out / TB_DIR))
         stack.callback(writer.close)
 
         def run_eval(metrics: dict) -> None:

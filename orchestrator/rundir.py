@@ -41,6 +41,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from algorithms.trial_files import CONFIG_JSON as TRIAL_CONFIG, METRICS_JSONL as TRIAL_METRICS, TB_DIR as TRIAL_TB
 from orchestrator import placement
 
 SPEC_YAML = "spec.yaml"
@@ -49,8 +50,6 @@ TRIAL_OUT = "trial"  # run_trial's out_dir inside a Tune trial directory
 RESULT_JSON, PROGRESS_CSV, PARAMS_JSON, ERROR_TXT = "result.json", "progress.csv", "params.json", "error.txt"
 EXPORT_RESULTS, EXPORT_TRIALS = "results.csv", "trials.csv"
 CONFIG_PREFIX = "config/"
-# what algorithms.finetune.run_trial writes into its out_dir (a standalone trial's directory)
-TRIAL_CONFIG, TRIAL_METRICS, TRIAL_TB = "config.json", "metrics.jsonl", "tb"
 INCOMPLETE = "INCOMPLETE"  # a standalone trial whose rows stop before its last iteration: interrupted, or still running
 # the trial statuses Tune records for a trial that ended by itself and for one that raised (its Trial.TERMINATED / .ERROR)
 FINISHED, FAILED = "TERMINATED", "ERROR"
@@ -301,11 +300,13 @@ def _tensorboard_rows(tb_dir: Path) -> tuple[list[dict], Optional[str]]:
     return [rows[s] for s in steps], None
 
 
-def _standalone_trial(tdir: Path, warnings: list[str]) -> _Trial:
+def _standalone_trial(tdir: Path, warnings: list[str]) -> Optional[_Trial]:
+    """The trial in ``tdir``, or None (with a warning) when its config cannot be read: rows without their cell and
+    seed would be pooled into no cell."""
     config = read_json(tdir / TRIAL_CONFIG)
     if not isinstance(config, dict):
         warnings.append(f"{tdir / TRIAL_CONFIG}: not a readable trial config; the trial is left out")
-        config = {}
+        return None
     if (tdir / TRIAL_METRICS).is_file():
         rows, bad = read_json_lines(tdir / TRIAL_METRICS)
         if bad:
@@ -314,7 +315,7 @@ def _standalone_trial(tdir: Path, warnings: list[str]) -> _Trial:
         rows, warning = _tensorboard_rows(tdir / TRIAL_TB)
         if warning:
             warnings.append(warning)
-    rows = _clean_rows(rows) if config else []
+    rows = _clean_rows(rows)
     last = rows[-1]["iteration"] if rows else None
     status = FINISHED if last is not None and last == config.get("num_iterations") else INCOMPLETE
     return _Trial(tdir.name, tdir.name, status, config, rows)
@@ -366,19 +367,18 @@ def load_experiment(run_dir) -> Experiment:
         raise _not_an_experiment(run_dir)
     has_state = bool(list(run_dir.glob("experiment_state-*.json")))
     dirs = _trial_dirs(run_dir)
+    warnings: list[str] = []
     if not has_state and not dirs:
         if (run_dir / EXPORT_RESULTS).is_file():
             return _load_export(run_dir)
         standalone = _standalone_trial_dirs(run_dir)
         if not standalone:
             raise _not_an_experiment(run_dir)
-        warnings: list[str] = []
-        trials = [_standalone_trial(d, warnings) for d in standalone]
+        trials = [t for t in (_standalone_trial(d, warnings) for d in standalone) if t is not None]
         # one trial directory given itself: its files are in run_dir, not in a subfolder of it
         base = run_dir.parent if standalone == [run_dir] else run_dir
         trial_frame, results = _frames(base, trials)
         return Experiment(run_dir, trial_frame, results, None, "trials", warnings)
-    warnings: list[str] = []
     trials = _tune_trials(run_dir, warnings)
     source = "tune"
     if trials is None:

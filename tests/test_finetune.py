@@ -126,6 +126,13 @@ def test_a_folder_of_finetune_trials_reads_as_an_experiment(mc_ppo_trial, tmp_pa
         assert list(got["iteration"]) == [it for it, _ in evals]
         assert got["eval/success_rate"].tolist() == pytest.approx([s for _, s in evals], abs=1e-6)  # TensorBoard: float32
     assert list(load_experiment(trial).trials["trial_id"]) == ["trial"]  # one trial directory, given itself
+    # a trial whose config.json is torn is left out with a warning, not pooled as a trial of no cell
+    shutil.copytree(trial, root / "torn", ignore=shutil.ignore_patterns("checkpoint"))
+    (root / "torn" / "config.json").write_text('{"estimator": "mc", "upd')
+    torn = load_experiment(root)
+    assert set(torn.trials["trial_id"]) == {"jsonl", "tb-only", "cut"} and "torn" not in set(torn.results["trial_id"])
+    assert len(torn.warnings) == 1 and "torn" in torn.warnings[0] and "left out" in torn.warnings[0]
+    shutil.rmtree(root / "torn")
     out = analyze(root, tmp_path / "analysis")
     assert "mc+ppo" in (tmp_path / "analysis" / "report.md").read_text() and out
 
