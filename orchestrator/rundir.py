@@ -41,7 +41,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from algorithms.trial_files import CONFIG_JSON as TRIAL_CONFIG, METRICS_JSONL as TRIAL_METRICS, TB_DIR as TRIAL_TB
+from algorithms.trial_files import CONFIG_JSON, METRICS_JSONL, TB_DIR
 from orchestrator import placement
 
 SPEC_YAML = "spec.yaml"
@@ -266,7 +266,7 @@ def _file_trial(tdir: Path, warnings: list[str]) -> _Trial:
 
 
 def _is_standalone_trial(d: Path) -> bool:
-    return (d / TRIAL_CONFIG).is_file() and ((d / TRIAL_METRICS).is_file() or (d / TRIAL_TB).is_dir())
+    return (d / CONFIG_JSON).is_file() and ((d / METRICS_JSONL).is_file() or (d / TB_DIR).is_dir())
 
 
 def _standalone_trial_dirs(run_dir: Path) -> list[Path]:
@@ -291,7 +291,7 @@ def _tensorboard_rows(tb_dir: Path) -> tuple[list[dict], Optional[str]]:
         return [], f"{tb_dir}: no charts/env_steps scalar, so its iterations cannot be rebuilt; the trial is left out"
     steps = [e.step for e in ea.Scalars("charts/env_steps")]
     if len(set(steps)) != len(steps):
-        return [], f"{tb_dir}: iterations share an env-step count (offline regime?) and there is no {TRIAL_METRICS}; the trial is left out"
+        return [], f"{tb_dir}: iterations share an env-step count (offline regime?) and there is no {METRICS_JSONL}; the trial is left out"
     rows = {step: {"iteration": i} for i, step in enumerate(steps)}
     for tag in tags:
         for e in ea.Scalars(tag):
@@ -303,16 +303,16 @@ def _tensorboard_rows(tb_dir: Path) -> tuple[list[dict], Optional[str]]:
 def _standalone_trial(tdir: Path, warnings: list[str]) -> Optional[_Trial]:
     """The trial in ``tdir``, or None (with a warning) when its config cannot be read: rows without their cell and
     seed would be pooled into no cell."""
-    config = read_json(tdir / TRIAL_CONFIG)
+    config = read_json(tdir / CONFIG_JSON)
     if not isinstance(config, dict):
-        warnings.append(f"{tdir / TRIAL_CONFIG}: not a readable trial config; the trial is left out")
+        warnings.append(f"{tdir / CONFIG_JSON}: not a readable trial config; the trial is left out")
         return None
-    if (tdir / TRIAL_METRICS).is_file():
-        rows, bad = read_json_lines(tdir / TRIAL_METRICS)
+    if (tdir / METRICS_JSONL).is_file():
+        rows, bad = read_json_lines(tdir / METRICS_JSONL)
         if bad:
-            warnings.append(f"{tdir / TRIAL_METRICS}: {bad} damaged line(s); kept {len(rows)} intact row(s)")
+            warnings.append(f"{tdir / METRICS_JSONL}: {bad} damaged line(s); kept {len(rows)} intact row(s)")
     else:
-        rows, warning = _tensorboard_rows(tdir / TRIAL_TB)
+        rows, warning = _tensorboard_rows(tdir / TB_DIR)
         if warning:
             warnings.append(warning)
     rows = _clean_rows(rows)
