@@ -27,6 +27,8 @@ from typing import Callable, Optional
 import torch
 import yaml
 
+from tests.cli_fork_server import ForkServer
+
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "experiments" / "checkpoints" / "pickcube"
 FORBIDDEN = ("envs.worker", "envs.fork_parent", "ray", "raylet", "gcs_server")  # simulator workers (exec'd, or forked
@@ -100,35 +102,6 @@ def descendants(pid: int) -> list[str]:
                     pass
                 todo.append(k)
     return out
-
-
-class ForkServer:
-    """``tests/cli_fork_server.py`` as a subprocess: runs one command at a time, each in a child it forks."""
-
-    def __init__(self):
-        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.cli_fork_server"], cwd=REPO, env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-    def start(self, args: list, cwd: Path, out: str, err: str) -> int:
-        """Start one command; its pid."""
-        self.proc.stdin.write(json.dumps({"args": args, "cwd": str(cwd), "out": out, "err": err}) + "\n")
-        self.proc.stdin.flush()
-        return self._reply("pid")
-
-    def status(self) -> int:
-        """The exit status of the command started last, once it has ended."""
-        return self._reply("status")
-
-    def _reply(self, key: str) -> int:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the fork server ended (status {self.proc.wait()}) before it answered {key!r}")
-        return json.loads(line)[key]
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
 
 
 def _observe(pid: int, ended: Callable[[], bool], kill: Callable[[], None], t0: float) -> tuple[set, float, bool]:

@@ -6,19 +6,30 @@ output, descendants and files are what the caller observes), started from a clea
 but import; a plain subprocess (``python -m tests.cli_fork_server``), not multiprocessing's fork server, so nothing
 depends on the caller's ``__main__``.
 
+Also the test suite's ``run_cli`` (``tests/conftest.py``): most of a short command's cost is the same imports.
+
 Protocol, one JSON object per line: the caller writes ``{"args": [...], "cwd": ..., "out": ..., "err": ...}`` on
 stdin; the server answers ``{"pid": N}`` once the child runs, then ``{"status": S}`` when it has ended (S as
-``os.waitstatus_to_exitcode``: negative for a signal).  End of stdin ends the server.
+``os.waitstatus_to_exitcode``: negative for a signal).  End of stdin ends the server.  :class:`ForkServer` is the
+caller's side.
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import tempfile
+import time
 import traceback
+from pathlib import Path
 
-# What a refusal imports (torch is most of its cost)
-PRELOAD = ("torch", "yaml", "orchestrator.cli", "orchestrator.grid_commands", "algorithms.finetune")
+REPO = Path(__file__).resolve().parent.parent
+
+# What a refusal imports (torch is most of its cost), and torch._dynamo, which torch.optim imports on the first
+# optimizer a command builds (about 3.5 CPU-seconds on the CI machine)
+PRELOAD = ("torch", "torch._dynamo", "yaml", "orchestrator.cli", "orchestrator.grid_commands", "algorithms.finetune")
 
 
 def run_command(args: list, cwd: str, out: str, err: str) -> int:
@@ -66,6 +77,55 @@ def serve(requests, replies) -> None:
         _, status = os.waitpid(pid, 0)
         replies.write(json.dumps({"status": os.waitstatus_to_exitcode(status)}) + "\n")
         replies.flush()
+
+
+class ForkServer:
+    """This module as a subprocess (the caller's side of the protocol): runs one command at a time, each in a child
+    it forks."""
+
+    def __init__(self):
+        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.cli_fork_server"], cwd=REPO, env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def start(self, args: list, cwd: Path, out: str, err: str) -> int:
+        """Start one command; its pid."""
+        self.proc.stdin.write(json.dumps({"args": args, "cwd": str(cwd), "out": out, "err": err}) + "\n")
+        self.proc.stdin.flush()
+        return self._reply("pid")
+
+    def status(self) -> int:
+        """The exit status of the command started last, once it has ended."""
+        return self._reply("status")
+
+    def run(self, args: list, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+        """One command to its end, as ``subprocess.run(..., capture_output=True, text=True, timeout=timeout)`` runs
+        ``python -m orchestrator ARGS``: killed, and ``subprocess.TimeoutExpired``, after ``timeout`` seconds."""
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+            for path in (out, err):  # there even if the child dies before it opens them
+                Path(path).write_text("")
+            pid = self.start(args, cwd, out, err)
+            end = time.monotonic() + timeout
+            while os.path.exists(f"/proc/{pid}/task"):  # the server reaps the child as soon as it ends
+                if time.monotonic() > end:
+                    os.kill(pid, signal.SIGKILL)
+                    self.status()
+                    raise subprocess.TimeoutExpired(["python", "-m", "orchestrator", *args], timeout)
+                time.sleep(0.02)
+            code = self.status()
+            return subprocess.CompletedProcess(["python", "-m", "orchestrator", *args], code,
+                                               Path(out).read_text(), Path(err).read_text())
+
+    def _reply(self, key: str) -> int:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the fork server ended (status {self.proc.wait()}) before it answered {key!r}")
+        return json.loads(line)[key]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
 
 
 if __name__ == "__main__":

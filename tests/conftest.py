@@ -1,13 +1,10 @@
 """Shared fixtures: a throwaway policy checkpoint, the shipped policies, and a CLI runner.
 
-Everything here is real: checkpoints are written with the project's own format, the CLI runs as a
-subprocess (``python -m orchestrator``) in the repository root.
+Everything here is real: checkpoints are written with the project's own format, the CLI runs as a process of its own
+(``python -m orchestrator``, forked from a pre-imported server) in the repository root.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -51,16 +48,17 @@ def expert_checkpoint() -> Path:
 
 @pytest.fixture(scope="session")
 def run_cli():
-    """``run_cli(*args, timeout=...)`` runs ``python -m orchestrator *args`` in the repo root, no stdin."""
+    """``run_cli(*args, timeout=...)`` runs ``python -m orchestrator *args`` in the repo root, no stdin, and returns
+    its ``subprocess.CompletedProcess``.  Each command is its own process, forked from a server that imported torch
+    and the CLI once (tests/cli_fork_server.py): the same entry point, exit status and output as a new interpreter,
+    without paying the imports (several CPU-seconds) each time."""
+    from tests.cli_fork_server import ForkServer
 
-    def run(*args, timeout: float = 300) -> subprocess.CompletedProcess:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        return subprocess.run(
-            [sys.executable, "-m", "orchestrator", *map(str, args)],
-            cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
-        )
-
-    return run
+    server = ForkServer()
+    try:
+        yield lambda *args, timeout=300: server.run([str(a) for a in args], REPO_ROOT, timeout)
+    finally:
+        server.close()
 
 
 # The session runs Ray in this process (tests/test_grid.py's cluster and in-process launches, tests/test_analysis.py's
