@@ -443,9 +443,9 @@ def _fit(spec: GridSpec, run_dir: Path, configs: list, remote: Optional[RemoteRu
         param_space={} if spec.search else param_space(spec),
         tune_config=tune.TuneConfig(
             **{"num_samples": 1, **search},
-            # a fresh process per trial: a reused actor's tune.get_context().get_trial_dir() stays the first trial's
-            # (Ray 2.x; measured in session 27: the smoke grid's 12 trials left 3 placement records), so trials
-            # would write into each other's folders
+            # a fresh process per trial: in a reused actor, tune.get_context().get_trial_dir() is not the trial's
+            # storage folder (README, "Test"; tried again in session 27: the smoke grid's 12 trials left 3
+            # placement records), so a trial's files would land elsewhere
             reuse_actors=False,
             trial_name_creator=functools.partial(trial_name, sweep_keys=sweep_keys),
             trial_dirname_creator=functools.partial(trial_dirname, sweep_keys=sweep_keys),

@@ -83,8 +83,9 @@ class ForkServer:
     """This module as a subprocess (the caller's side of the protocol): runs one command at a time, each in a child
     it forks."""
 
-    def __init__(self):
-        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    def __init__(self, env: dict | None = None):
+        """``env``: the commands' environment (default: this process's), PYTHONPATH and PYTHONUNBUFFERED set."""
+        env = dict(os.environ if env is None else env, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.cli_fork_server"], cwd=REPO, env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 

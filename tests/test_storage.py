@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from orchestrator.spec import SpecError, parse_spec
+from tests.cli_fork_server import ForkServer
 
 pytest.importorskip("moto", reason="the S3 storage test needs moto's server: pip install -e '.[test]'")
 boto3 = pytest.importorskip("boto3", reason="the S3 storage test needs boto3 (installed with moto)")
@@ -77,7 +78,7 @@ def test_file_uri_is_a_local_path(policy_checkpoint, tmp_path):
     assert spec.storage == str(tmp_path / "r")
 
 
-def test_grid_resume_and_analysis_on_s3(s3, policy_checkpoint, tmp_path, repo_root):
+def test_grid_resume_and_analysis_on_s3(s3, policy_checkpoint, tmp_path, request):
     spec = tmp_path / "s3grid.yaml"
     spec.write_text(yaml.safe_dump({
         "name": "s3grid", "checkpoints": {"start": str(policy_checkpoint)}, "estimators": ["gae"], "updates": ["awr"],
@@ -86,11 +87,12 @@ def test_grid_resume_and_analysis_on_s3(s3, policy_checkpoint, tmp_path, repo_ro
     }))
     workdir = tmp_path / "wd"
     workdir.mkdir()
-    env = dict(os.environ, **s3["env"], O2O_STAGING=str(tmp_path / "staging"), PYTHONPATH=str(repo_root), PYTHONUNBUFFERED="1")
+    # each command its own process, forked from one that imported the CLI once (tests/cli_fork_server.py)
+    server = ForkServer(dict(os.environ, **s3["env"], O2O_STAGING=str(tmp_path / "staging")))
+    request.addfinalizer(server.close)
 
     def cli(*args, timeout=600):
-        return subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)], cwd=workdir, env=env,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+        return server.run([str(a) for a in args], workdir, timeout)
 
     uri = f"s3://{BUCKET}/runs/s3grid"
     out = cli("grid", spec, "--no-figures")  # figures are analyze's own tests; here: where files go
