@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 # What a refusal imports (torch is most of its cost), and torch._dynamo, which torch.optim imports on the first
-# optimizer a command builds (about 3.5 CPU-seconds on the CI machine)
+# optimizer a command builds (2-3.6 s on the 2-core dev box)
 PRELOAD = ("torch", "torch._dynamo", "yaml", "orchestrator.cli", "orchestrator.grid_commands", "algorithms.finetune")
 
 
