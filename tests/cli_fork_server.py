@@ -102,6 +102,7 @@ class ForkServer:
     def run(self, args: list, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
         """One command to its end, as ``subprocess.run(..., capture_output=True, text=True, timeout=timeout)`` runs
         ``python -m orchestrator ARGS``: killed, and ``subprocess.TimeoutExpired``, after ``timeout`` seconds."""
+        argv = ["python", "-m", "orchestrator", *args]
         with tempfile.TemporaryDirectory() as tmp:
             out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
             for path in (out, err):  # there even if the child dies before it opens them
@@ -112,11 +113,10 @@ class ForkServer:
                 if time.monotonic() > end:
                     os.kill(pid, signal.SIGKILL)
                     self.status()
-                    raise subprocess.TimeoutExpired(["python", "-m", "orchestrator", *args], timeout)
+                    raise subprocess.TimeoutExpired(argv, timeout)
                 time.sleep(0.02)
             code = self.status()
-            return subprocess.CompletedProcess(["python", "-m", "orchestrator", *args], code,
-                                               Path(out).read_text(), Path(err).read_text())
+            return subprocess.CompletedProcess(argv, code, Path(out).read_text(), Path(err).read_text())
 
     def _reply(self, key: str) -> int:
         line = self.proc.stdout.readline()
