@@ -1,5 +1,5 @@
 """The grid on real Ray Tune: a tiny grid end to end, failed launches that touch nothing, a trial that
-raises, a driver killed mid-grid and resumed, a moved run directory resumed.
+raises, a grid stopped by Ctrl+C, then killed mid-resume, then resumed, a moved run directory resumed.
 
 Real local Ray (``num_cpus=2``), real ManiSkill CPU simulation, real files and real signals.  In-process
 launches use this module's Ray; the CLI runs as a subprocess that starts its own.
@@ -291,73 +291,19 @@ def test_trial_that_raises_is_retried_then_failed_while_others_finish(policy_che
     assert "raised; retrying" in out and "FAILED" in out  # the live status lines
 
 
-def test_driver_killed_mid_grid_then_resumed(tiny_grid, policy_checkpoint, tmp_path):
-    """SIGKILL the real CLI driver and the local Ray it started mid-grid (the machine running it dies), resume
-    from the run directory: every trial finishes exactly once and the results match the uninterrupted run (same
-    trials, same iterations, same numbers)."""
-    d = tiny_spec(policy_checkpoint, tmp_path / "runs", "killed")
-    spec_file = write_spec(d, tmp_path / "killed.yaml")
-    run_dir = tmp_path / "runs" / "killed"
-    log = tmp_path / "driver.log"
-    proc = _cli(["grid", spec_file, "--no-analysis"], log)
+def test_grid_stopped_by_sigint_then_killed_then_resumed(tiny_grid, policy_checkpoint, tmp_path):
+    """One grid interrupted twice on the real CLI, then finished.
 
-    def persisted(trial_dir: Path, it: int) -> bool:
-        # Tune copies each reported checkpoint into the trial directory before report() returns
-        return (trial_dir / f"checkpoint_{it:06d}").is_dir()
-
-    def mid_grid():
-        dirs = list(run_dir.glob("*_s1_*"))
-        return any(persisted(p, 1) for p in dirs) and not any(persisted(p, ITERATIONS) for p in dirs)
-
-    try:
-        _wait_for(mid_grid, 300, "the first reported iteration", proc, log)
-        # the whole session at once, trial workers included: they run in process groups of their own and, left
-        # alive, finish their trials before they notice Ray is gone (CI saw that twice), leaving nothing to resume
-        kill_session(proc.pid)
-        proc.wait(timeout=30)
-    finally:
-        _reap_group(proc)
-    unfinished = [p for p in run_dir.glob("*_s1_*") if not persisted(p, ITERATIONS)]
-    assert unfinished, "the kill came too late: every trial had finished"
-
-    log2 = tmp_path / "resume.log"
-    proc = _cli(["resume", run_dir, "--no-analysis"], log2)
-    try:
-        rc = proc.wait(timeout=400)
-    finally:
-        _reap_group(proc)
-    assert rc == 0, log2.read_text()[-3000:]
-    # the killed launch left no end line; the resume did
-    events = launches.read(run_dir)
-    assert [e["event"] for e in events] == ["start", "resume", "end"] and events[-1]["finished"] == 2
-    assert events[0]["command"].startswith("python -m orchestrator grid") and "resume" in events[1]["command"]
-
-    _, reference = tiny_grid
-    ref_trials = {cell_key(t["config"]): (name, t) for name, t in tune_trials(reference.run_dir).items()}
-    trials = {cell_key(t["config"]): (name, t) for name, t in tune_trials(run_dir).items()}
-    assert trials.keys() == ref_trials.keys() and len(trials) == 2
-    for key, (name, t) in trials.items():
-        assert t["status"] == "TERMINATED"
-        history = trial_history(run_dir / name)
-        ref_history = trial_history(reference.run_dir / ref_trials[key][0])
-        assert [h["iteration"] for h in history] == list(range(ITERATIONS + 1))  # each iteration exactly once
-        # Tune's rows: an iteration re-run after the kill may appear twice; the last attempt covers 0..N
-        its = reported_iterations(run_dir / name)
-        assert sorted(set(its)) == list(range(ITERATIONS + 1)) and its[-1] == ITERATIONS
-        # resumed from its checkpoint with its RNG state: the same numbers as without the interruption
-        for h, ref in zip(history, ref_history):
-            for k in ("eval/success_rate", "charts/env_steps", "losses/policy_loss"):
-                if k in ref:
-                    assert h[k] == pytest.approx(ref[k], rel=1e-5, abs=1e-7), (key, h["iteration"], k)
-
-
-def test_sigint_stops_the_grid_resumably(policy_checkpoint, tmp_path):
-    """Ctrl+C (a real SIGINT to the CLI driver): Tune saves its state and stops; the command says the trials are
-    unfinished (the running one and the one still pending: a never-started trial is not "finished"), how to
-    resume, and exits 1."""
+    1. Ctrl+C (a real SIGINT to the driver) after the first checkpoint: Tune saves its state and stops; the command
+       says the trials are unfinished (the running one and the one still pending: a never-started trial is not
+       "finished"), how to resume, and exits 1.
+    2. The resume, with other resources (a bigger or smaller machine), is SIGKILLed mid-grid together with the local
+       Ray it started (the machine running it dies).
+    3. A second resume finishes every trial exactly once, with the resources of the first resume, and the results
+       match the uninterrupted run (same trials, same iterations, same numbers).
+    One test rather than three: each CLI launch starts its own Ray, which dominates the cost."""
     # each trial takes every CPU: one runs, one waits
-    d = tiny_spec(policy_checkpoint, tmp_path / "runs", "interrupted", updates=["ppo"], seeds=2,
-                  resources={"cpus_per_trial": os.cpu_count()})
+    d = tiny_spec(policy_checkpoint, tmp_path / "runs", "interrupted", resources={"cpus_per_trial": os.cpu_count()})
     run_dir = tmp_path / "runs" / "interrupted"
     log = tmp_path / "driver.log"
     proc = _cli(["grid", write_spec(d, tmp_path / "i.yaml"), "--no-analysis"], log)
@@ -376,24 +322,60 @@ def test_sigint_stops_the_grid_resumably(policy_checkpoint, tmp_path):
 
     assert Tuner.can_restore(str(run_dir))
 
-    # resumed with other resources (a bigger or smaller machine): the unfinished trials run with them, their
-    # configs unchanged, and the run's spec records them for later resumes
+    def persisted(trial_dir: Path, it: int) -> bool:
+        # Tune copies each reported checkpoint into the trial directory before report() returns
+        return (trial_dir / f"checkpoint_{it:06d}").is_dir()
+
+    def mid_grid():
+        dirs = list(run_dir.glob("*_s1_*"))
+        return any(persisted(p, 1) for p in dirs) and not all(persisted(p, ITERATIONS) for p in dirs)
+
     log2 = tmp_path / "resume.log"
     proc = _cli(["resume", run_dir, "--cpus-per-trial", "1", "--no-analysis"], log2)
+    try:
+        _wait_for(mid_grid, 300, "the first reported iteration of the resume", proc, log2)
+        # the whole session at once, trial workers included: they run in process groups of their own and, left
+        # alive, finish their trials before they notice Ray is gone (CI saw that twice), leaving nothing to resume
+        kill_session(proc.pid)
+        proc.wait(timeout=30)
+    finally:
+        _reap_group(proc)
+    assert [p for p in run_dir.glob("*_s1_*") if not persisted(p, ITERATIONS)], "the kill came too late"
+    out = log2.read_text()
+    assert f"resources: {{'cpus_per_trial': {float(os.cpu_count())}," in out and "-> {'cpus_per_trial': 1.0," in out
+
+    log3 = tmp_path / "resume2.log"
+    proc = _cli(["resume", run_dir, "--no-analysis"], log3)
     try:
         rc = proc.wait(timeout=400)
     finally:
         _reap_group(proc)
-    out = log2.read_text()
-    assert rc == 0, out[-3000:]
-    assert f"resources: {{'cpus_per_trial': {float(os.cpu_count())}," in out and "-> {'cpus_per_trial': 1.0," in out
-    trials = tune_trials(run_dir)
-    assert len(trials) == 2 and all(t["status"] == "TERMINATED" for t in trials.values())
-    for name in trials:
-        assert json.loads((run_dir / name / TRIAL_OUT / placement.PLACEMENT_FILE).read_text())["cpus"] == 1
-        assert [h["iteration"] for h in trial_history(run_dir / name)] == list(range(ITERATIONS + 1))
+    assert rc == 0, log3.read_text()[-3000:]
+    # the killed resume left no end line; the last resume did
+    events = launches.read(run_dir)
+    assert [e["event"] for e in events] == ["start", "end", "resume", "resume", "end"] and events[-1]["finished"] == 2
+    assert events[0]["command"].startswith("python -m orchestrator grid") and "resume" in events[2]["command"]
+    # the first resume's resources stay the run's: recorded in its spec and used by the trials run after it
     assert json.loads((run_dir / "spec.resolved.json").read_text())["spec"]["resources"]["cpus_per_trial"] == 1
-    assert [e["event"] for e in launches.read(run_dir)] == ["start", "end", "resume", "end"]
+
+    _, reference = tiny_grid
+    ref_trials = {cell_key(t["config"]): (name, t) for name, t in tune_trials(reference.run_dir).items()}
+    trials = {cell_key(t["config"]): (name, t) for name, t in tune_trials(run_dir).items()}
+    assert trials.keys() == ref_trials.keys() and len(trials) == 2
+    for key, (name, t) in trials.items():
+        assert t["status"] == "TERMINATED"
+        assert json.loads((run_dir / name / TRIAL_OUT / placement.PLACEMENT_FILE).read_text())["cpus"] == 1
+        history = trial_history(run_dir / name)
+        ref_history = trial_history(reference.run_dir / ref_trials[key][0])
+        assert [h["iteration"] for h in history] == list(range(ITERATIONS + 1))  # each iteration exactly once
+        # Tune's rows: an iteration re-run after the kill may appear twice; the last attempt covers 0..N
+        its = reported_iterations(run_dir / name)
+        assert sorted(set(its)) == list(range(ITERATIONS + 1)) and its[-1] == ITERATIONS
+        # resumed from its checkpoint with its RNG state: the same numbers as without the interruptions
+        for h, ref in zip(history, ref_history):
+            for k in ("eval/success_rate", "charts/env_steps", "losses/policy_loss"):
+                if k in ref:
+                    assert h[k] == pytest.approx(ref[k], rel=1e-5, abs=1e-7), (key, h["iteration"], k)
 
 
 def test_progress_line_counts_tune_statuses_and_trials_stopped_before_their_end():
