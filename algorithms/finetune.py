@@ -43,6 +43,7 @@ from algorithms.updates import UpdateBatch, make_update
 from envs.backend import resolve_backend
 from envs.config import EnvConfig
 from envs.factory import EnvFactory
+from envs.forkserver import EnvForkServer
 
 ReportFn = Callable[[dict, Path], None]
 RESET_STRIDE = 1_000_003
@@ -197,12 +198,15 @@ def run_trial(
     resume_from: Optional[str | Path] = None,
     progress: bool = False,
     cpus: Optional[int] = None,
+    fork_server: Optional[EnvForkServer] = None,
 ) -> list[dict]:
     """Run (or continue) a trial; returns the list of per-iteration metric dicts (iteration 0 included).
     ``cpus``: CPUs granted to the trial, the most env worker processes its rollout and re-rollout envs each
     start (None: the CPUs this process may run on).  Rollouts and evaluations do not depend on it; MC re-rollouts
     run in the workers (``mc_in_workers``) do, through their chunk layout (``RerolloutEngine._returns_in_workers``):
-    an MC trial replays bit for bit with the same CPUs (a grid's ``cpus_per_trial`` + ``mc_worker_cpus``)."""
+    an MC trial replays bit for bit with the same CPUs (a grid's ``cpus_per_trial`` + ``mc_worker_cpus``).
+    ``fork_server``: the server the cpu backend's env workers are forked from, kept by the caller across trials
+    (None: the trial starts one, shared by its env sets, and closes it at its end)."""
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
@@ -237,11 +241,15 @@ def run_trial(
         agent.set_logstd(cfg.start_logstd)
     expert = load_expert(cfg, device, agent.obs_dim, agent.act_dim) if needs_expert(cfg) else None
 
-    make_env = EnvFactory(EnvConfig(cfg.env_id, cfg.num_envs, cfg.control_mode, "sparse", backend=cfg.backend, num_workers=cpus))
     slots = estimator_class(cfg.estimator).env_slots(cfg)
     # whatever this trial starts is closed however it ends, a failure while setting up included (the stack closes
-    # in reverse order: progress bar, writer, probe, estimator, envs, env sets started and never claimed)
+    # in reverse order: progress bar, writer, probe, estimator, envs, env sets started and never claimed, the fork
+    # server they share)
     with contextlib.ExitStack() as stack:
+        if fork_server is None:
+            fork_server = stack.enter_context(EnvForkServer())  # started only if a cpu-backend set asks for it
+        make_env = EnvFactory(EnvConfig(cfg.env_id, cfg.num_envs, cfg.control_mode, "sparse", backend=cfg.backend,
+                                        num_workers=cpus), fork_server)
         stack.callback(make_env.close)
         if slots is not None:  # the estimator's own envs start while the trial's do
             make_env.start(*slots)

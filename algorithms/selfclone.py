@@ -48,7 +48,8 @@ def self_clone_config(cfg: FinetuneConfig) -> FinetuneConfig:
     return dataclasses.replace(cfg, estimator="uniform", cell=f"selfclone:{cfg.label}", quality_every=0, offline=False)
 
 
-def self_clone(cfg: FinetuneConfig, out_dir: str | Path, progress: bool = False) -> SelfCloneResult:
-    history = run_trial(self_clone_config(cfg), out_dir, progress=progress)
+def self_clone(cfg: FinetuneConfig, out_dir: str | Path, progress: bool = False, **trial_kw) -> SelfCloneResult:
+    """Run the self-cloning trial of ``cfg`` in ``out_dir`` (``trial_kw``: :func:`run_trial`'s other arguments)."""
+    history = run_trial(self_clone_config(cfg), out_dir, progress=progress, **trial_kw)
     curve = [(h["iteration"], h["eval/success_rate"]) for h in history if "eval/success_rate" in h]
     return SelfCloneResult(cfg.label, curve)

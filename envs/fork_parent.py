@@ -1,4 +1,4 @@
-"""The process env workers are forked from (started by :func:`envs.forkserver.start_forked_workers`).
+"""The process env workers are forked from (started by :class:`envs.forkserver.EnvForkServer`).
 
 Its own module, which the ``envs`` package does not import, so that ``python -m envs.fork_parent`` runs it as
 ``__main__`` without a second copy in ``sys.modules``.
@@ -7,13 +7,28 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import sys
 import traceback
 from multiprocessing.connection import Connection
 
 
-def serve(pid_fd: int, mem_fd: int, jobs: list) -> int:
-    """The server: import, fork one worker per (socket fd, arguments) job, report their pids, reap them."""
+def _reap(*_) -> None:
+    """SIGCHLD: reap every exited worker now, so that its pid stops existing (clients watch workers by pid)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def serve(ctl_fd: int) -> int:
+    """The server: import, then fork one worker per request on ``ctl_fd`` (a message {"args", "env"} with the
+    batch's memory file and the worker's socket attached), answer its pid, reap it when it exits.  Returns once the
+    client has closed its end and every worker has exited."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import gymnasium  # noqa: F401  (the shared imports: everything a worker needs before it builds a scene)
     import mani_skill.envs  # noqa: F401
@@ -22,17 +37,26 @@ def serve(pid_fd: int, mem_fd: int, jobs: list) -> int:
 
     from envs.worker import worker_main
 
-    pids = []
-    for fd, args in jobs:
+    ctl = socket.socket(fileno=ctl_fd)
+    signal.signal(signal.SIGCHLD, _reap)
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(ctl, 1 << 20, 2)
+        except ConnectionResetError:
+            break
+        if not msg:  # the client closed its end, or exited
+            break
+        job = json.loads(msg)
+        mem_fd, conn_fd = fds
         pid = os.fork()
         if pid == 0:
-            os.close(pid_fd)
-            for other, _ in jobs:
-                if other != fd:
-                    os.close(other)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            ctl.close()
+            os.environ.clear()
+            os.environ.update(job["env"])
             code = 0
             try:
-                worker_main(Connection(fd), mem_fd, *args)
+                worker_main(Connection(conn_fd), mem_fd, *job["args"])
             except BaseException:
                 traceback.print_exc()  # what an exec'd worker's interpreter would have printed
                 code = 1
@@ -40,22 +64,23 @@ def serve(pid_fd: int, mem_fd: int, jobs: list) -> int:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)  # no interpreter teardown: see envs.worker
-        pids.append(pid)
-    for fd, _ in jobs:
-        os.close(fd)
-    os.write(pid_fd, json.dumps(pids).encode())
-    os.close(pid_fd)
-    failed = 0
-    while True:
+        os.close(mem_fd)
+        os.close(conn_fd)
         try:
-            _, status = os.waitpid(-1, 0)
+            ctl.send(str(pid).encode())
+        except OSError:  # the client is gone: its new worker reads EOF on its socket and exits
+            break
+    ctl.close()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    while True:  # the workers of env sets still open finish first
+        try:
+            os.waitpid(-1, 0)
         except ChildProcessError:
-            return 1 if failed else 0
-        failed += status != 0
+            return 0
 
 
 if __name__ == "__main__":
-    code = serve(int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3]))
+    code = serve(int(sys.argv[1]))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

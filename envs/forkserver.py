@@ -7,22 +7,28 @@ each keeps only what it writes (its scenes, the objects whose reference counts c
 
 The server is a plain subprocess (``python -m envs.fork_parent``), not multiprocessing's forkserver: that one
 re-imports the caller's ``__main__``, which breaks scripts and notebooks without a main guard.  It imports the
-heavy modules, but creates no scene and no thread, so forking it is safe; it then forks one worker per block,
-writes their pids to a pipe, and reaps them as they exit.
+heavy modules, but creates no scene and no thread, so forking it is safe.  It serves any number of env sets, one
+after another or at once: a trial's rollout envs and its MC re-rollout slots share one server (one import, 3-5 s
+and a few hundred MiB, instead of one per set).  Each request carries a worker's socket and the batch's memory
+file (SCM_RIGHTS over a Unix socket) and its arguments; the server forks the worker, answers its pid, and reaps
+it when it exits.
 """
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from multiprocessing.connection import Connection
+from typing import Optional
 
 
 class ForkServerError(RuntimeError):
-    """The server died before it forked the workers (its own traceback is on stderr)."""
+    """The server died before it forked a worker (its own traceback is on stderr)."""
 
 
 class ForkedWorker:
@@ -55,32 +61,93 @@ class ForkedWorker:
             pass
 
 
-def start_forked_workers(worker_args: list[list], mem_fd: int, env: dict) -> tuple[subprocess.Popen, list[Connection], list[ForkedWorker]]:
-    """Start the server and one worker per entry of ``worker_args`` (``envs.worker.worker_main``'s arguments after
-    the connection and ``mem_fd``).  Returns (server, connections to the workers, the workers), in order."""
-    import socket
+class EnvForkServer:
+    """One fork server process, started at the first request and shared by every env set built with it.
 
-    parents, children = [], []
-    for _ in worker_args:
-        parent, child = socket.socketpair()
-        parents.append(Connection(parent.detach()))
-        children.append(child)
-    pid_r, pid_w = os.pipe()
-    jobs = [[c.fileno(), a] for c, a in zip(children, worker_args)]
-    try:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "envs.fork_parent", str(pid_w), str(mem_fd), json.dumps(jobs)],
-            pass_fds=(pid_w, mem_fd, *(c.fileno() for c in children)), env=env, stdin=subprocess.DEVNULL,
-        )
-    finally:
-        os.close(pid_w)
-        for c in children:
-            c.close()
-    with os.fdopen(pid_r, "rb") as f:
-        answer = f.read()  # EOF once the server and every worker have closed the write end
-    if not answer:
-        server.wait()
-        for c in parents:
-            c.close()
-        raise ForkServerError(f"the env fork server exited (code {server.returncode}) before forking its workers")
-    return server, parents, [ForkedWorker(pid) for pid in json.loads(answer)]
+    Thread-safe (a trial starts its re-rollout slots in a background thread while its main envs start).  Close it
+    after the env sets that use it: :meth:`close` ends the server once its workers have exited; a request after
+    that starts a new one.  Workers outlive neither their env set (closed with it) nor this process (a worker
+    whose socket closes exits)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._proc: Optional[subprocess.Popen] = None
+        self._ctl: Optional[socket.socket] = None
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The server's process id while it runs (memory accounting), else None."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def _start(self, env: dict) -> None:
+        ctl, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # one message per request
+        try:
+            self._proc = subprocess.Popen([sys.executable, "-m", "envs.fork_parent", str(child.fileno())],
+                                          pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL)
+        except BaseException:
+            ctl.close()
+            raise
+        finally:
+            child.close()
+        self._ctl = ctl
+
+    def fork_workers(self, worker_args: list[list], mem_fd: int, env: dict) -> tuple[list[Connection], list[ForkedWorker]]:
+        """Fork one worker per entry of ``worker_args`` (``envs.worker.worker_main``'s arguments after the connection
+        and ``mem_fd``), each running with environment ``env``.  Returns (connections to the workers, the workers),
+        in order.  :class:`ForkServerError` if the server is dead (the workers forked so far are killed)."""
+        conns, workers = [], []
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._close_locked()
+                self._start(env)
+            try:
+                for args in worker_args:
+                    parent, child = socket.socketpair()
+                    try:
+                        msg = json.dumps({"args": args, "env": env}).encode()
+                        socket.send_fds(self._ctl, [msg], [mem_fd, child.fileno()])
+                        answer = self._ctl.recv(64)
+                    except OSError:
+                        answer = b""
+                    finally:
+                        child.close()
+                    conns.append(Connection(parent.detach()))
+                    if not answer:
+                        self._proc.wait()
+                        raise ForkServerError(f"the env fork server exited (code {self._proc.returncode}) before forking its workers")
+                    workers.append(ForkedWorker(int(answer)))
+            except BaseException:
+                for c in conns:
+                    c.close()
+                for w in workers:
+                    w.kill()
+                raise
+        return conns, workers
+
+    def _close_locked(self) -> None:
+        if self._ctl is not None:
+            self._ctl.close()  # the server's end reads EOF: it waits for its workers, then exits
+            self._ctl = None
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # a worker of an env set still open keeps it waiting
+                self._proc.kill()
+                self._proc.wait(timeout=5)
+            self._proc = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    def __enter__(self) -> "EnvForkServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

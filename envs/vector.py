@@ -24,7 +24,7 @@ import torch
 
 from envs.backend import resolve_backend
 from envs.config import EnvConfig
-from envs.forkserver import ForkServerError, start_forked_workers
+from envs.forkserver import EnvForkServer, ForkServerError
 from envs.shared_batch import SharedBatch, new_memory_file
 
 
@@ -116,13 +116,15 @@ class CpuVectorEnv(VectorEnv):
 
     backend = "cpu"
 
-    def __init__(self, config: EnvConfig):
+    def __init__(self, config: EnvConfig, fork_server: Optional[EnvForkServer] = None):
+        """``fork_server``: the server to fork the workers from (``config.fork_workers``), shared with other env sets
+        and closed by its owner after them; None: one of this env set's own, closed with it."""
         self.config = config
         self.num_envs = config.num_envs
         self.num_workers = config.resolved_workers()
         self.device = torch.device("cpu")
         self._closed = False
-        self._conns, self._procs, self._buf, self._server = [], [], None, None
+        self._conns, self._procs, self._buf, self._own_server = [], [], None, None
         self._mem_fd = new_memory_file()
         self._blocks = worker_blocks(self.num_envs, self.num_workers)
         self._owner = np.repeat(np.arange(self.num_workers), [len(b) for b in self._blocks])
@@ -133,8 +135,10 @@ class CpuVectorEnv(VectorEnv):
             worker_args = [[block.start, len(block), config.env_id, config.control_mode, config.reward_mode,
                             config.max_episode_steps, config.autoreset, config.terminate_on_success] for block in self._blocks]
             if config.fork_workers:
+                if fork_server is None:
+                    fork_server = self._own_server = EnvForkServer()
                 try:
-                    self._server, self._conns, self._procs = start_forked_workers(worker_args, self._mem_fd, env)
+                    self._conns, self._procs = fork_server.fork_workers(worker_args, self._mem_fd, env)
                 except ForkServerError as e:
                     raise EnvWorkerError(str(e)) from e
             else:
@@ -302,13 +306,11 @@ class CpuVectorEnv(VectorEnv):
             raise failure
         return results
 
-    def _processes(self) -> list:
-        """The worker processes, then the process they were forked from if any."""
-        return self._procs + ([self._server] if self._server is not None else [])
-
     def worker_pids(self) -> list[int]:
-        """Process ids of :meth:`_processes` (memory accounting)."""
-        return [p.pid for p in self._processes()]
+        """Process ids of the workers, then of the server they were forked from if it is this env set's own (memory
+        accounting; a shared server is its owner's to count)."""
+        server = self._own_server.pid if self._own_server is not None else None
+        return [p.pid for p in self._procs] + ([server] if server is not None else [])
 
     def close(self):
         if getattr(self, "_closed", True):
@@ -319,12 +321,14 @@ class CpuVectorEnv(VectorEnv):
                 c.send(("close", None))
             except OSError:
                 pass
-        for p in self._processes():
+        for p in self._procs:
             try:
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=5)
+        if self._own_server is not None:
+            self._own_server.close()
         for c in self._conns:
             c.close()
         if self._buf is not None:
@@ -408,10 +412,11 @@ class GpuVectorEnv(VectorEnv):
         self._env.close()
 
 
-def make_vector_env(config: EnvConfig) -> VectorEnv:
-    """Build the vector env for ``config``; ``backend='auto'`` is resolved here, once."""
+def make_vector_env(config: EnvConfig, fork_server: Optional[EnvForkServer] = None) -> VectorEnv:
+    """Build the vector env for ``config``; ``backend='auto'`` is resolved here, once.  ``fork_server``: a server
+    the cpu backend's workers are forked from, shared with other env sets (None: the set starts its own)."""
     backend = resolve_backend(config.backend)
     config = config.replace(backend=backend)
     if backend == "gpu":
         return GpuVectorEnv(config)
-    return CpuVectorEnv(config)
+    return CpuVectorEnv(config, fork_server)

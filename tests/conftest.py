@@ -61,6 +61,17 @@ def run_cli():
         server.close()
 
 
+@pytest.fixture(scope="session")
+def env_fork_server():
+    """One env fork server (envs.forkserver) for the session's in-process env sets and trials: each set's workers fork
+    from it instead of a server of their own that imports ManiSkill again (3-5 s each, some fifty times a session).
+    Tests of process lifetimes (tests/test_env_factory.py, the dead-worker test) leave it out."""
+    from envs.forkserver import EnvForkServer
+
+    with EnvForkServer() as server:
+        yield server
+
+
 # The session runs Ray in this process (tests/test_grid.py's cluster and in-process launches, tests/test_analysis.py's
 # Tune run), whose native threads outlive ray.shutdown() and can crash the interpreter's C++ teardown after every
 # result is in (orchestrator.process_exit): the session ends as the CLI does, with pytest's own exit status.

@@ -125,7 +125,7 @@ def test_bad_action_ranking_settings_are_one_line_errors():
         FinetuneConfig(estimator="mc", update="awr", quality_every=1, quality_mode="actions", mc_q="transition")
 
 
-def test_recorded_rerollouts_on_maniskill_match_their_returns():
+def test_recorded_rerollouts_on_maniskill_match_their_returns(env_fork_server):
     """Real PickCube on CPU PhysX, re-rollouts inside 2 env worker processes: each recorded trajectory's
     discounted rewards are the engine's return, it ends its episode at its last real step, and the padding
     after it is flagged truncated with zero reward."""
@@ -136,10 +136,10 @@ def test_recorded_rerollouts_on_maniskill_match_their_returns():
 
     start, _ = load_policy("experiments/checkpoints/pickcube/start.pt")
     ecfg = EnvConfig(num_envs=1, reward_mode="sparse")
-    with make_vector_env(ecfg) as venv:
+    with make_vector_env(ecfg, env_fork_server) as venv:
         ro = collect_rollout(start, venv, venv.reset(seed=3), 3, torch.device("cpu"), save_states=True)
     states = ro.states[:, 0]
-    with make_vector_env(ecfg.replace(num_envs=2, autoreset=False, num_workers=2)) as slots:
+    with make_vector_env(ecfg.replace(num_envs=2, autoreset=False, num_workers=2), env_fork_server) as slots:
         engine = RerolloutEngine(slots, gamma=0.8, horizon=12, in_workers=True)
         first = torch.zeros(len(states), 8)
         G, stats = engine.returns(states, start, torch.device("cpu"), generator=torch.Generator().manual_seed(0),

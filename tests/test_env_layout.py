@@ -23,14 +23,14 @@ N = 3
 NO_CONTACT_ATOL = 1e-4  # restore precision without contact, as in test_envs.py
 
 
-def scripted_episode(num_workers: int, fork: bool = True) -> dict:
+def scripted_episode(num_workers: int, fork_server=None, fork: bool = True) -> dict:
     """55 random steps (truncation and auto-reset at 50), then subset steps in shuffled order, then env 0's
     state restored into env 2 (another worker unless all share one) and both stepped with the same action."""
     cfg = EnvConfig("PickCube-v1", num_envs=N, reward_mode="dense", backend="cpu", num_workers=num_workers,
                     fork_workers=fork)
     g = torch.Generator().manual_seed(5)
     out: dict = {"obs": [], "rew": [], "flags": [], "final": []}
-    with make_vector_env(cfg) as env:
+    with make_vector_env(cfg, fork_server) as env:
         assert env.num_workers == num_workers
         out["obs"].append(env.reset(seed=100))
         for _ in range(55):
@@ -58,8 +58,8 @@ def one_env_per_process():
 
 
 @pytest.mark.parametrize("num_workers", [N, 1, 2])  # forked, one env each; all in one process; blocks [0] and [1, 2]
-def test_trajectories_do_not_depend_on_the_process_layout(one_env_per_process, num_workers):
-    ref, got = one_env_per_process, scripted_episode(num_workers)
+def test_trajectories_do_not_depend_on_the_process_layout(env_fork_server, one_env_per_process, num_workers):
+    ref, got = one_env_per_process, scripted_episode(num_workers, env_fork_server)
     assert ref["flags"][49][1].all() and not ref["flags"][48][1].any(), "premise: every env truncates at step 50"
     for key in ("obs", "final", "rew", "flags"):
         for t, (a, b) in enumerate(zip(ref[key], got[key])):
@@ -95,37 +95,37 @@ def test_dead_worker_raises_and_close_leaves_no_process():
         env.step(torch.zeros(2, PICKCUBE_ACT_DIM))
 
 
-def _rollouts_in_workers(num_workers: int):
+def _rollouts_in_workers(num_workers: int, fork_server):
     from algorithms.checkpoint import load_policy
     from algorithms.rollout import collect_rollout
 
     start, _ = load_policy("experiments/checkpoints/pickcube/start.pt")
     cfg = EnvConfig("PickCube-v1", num_envs=N, reward_mode="sparse", backend="cpu", num_workers=num_workers)
-    with make_vector_env(cfg) as env:
+    with make_vector_env(cfg, fork_server) as env:
         obs = env.reset(seed=4)
         first = collect_rollout(start, env, obs, 55, torch.device("cpu"), save_states=True, generator=torch.Generator().manual_seed(1), in_workers=True)
         second = collect_rollout(start, env, first.last_obs, 5, torch.device("cpu"), generator=torch.Generator().manual_seed(2), in_workers=True)
     return start, first, second
 
 
-def test_rollouts_inside_the_workers_do_not_depend_on_the_process_layout():
+def test_rollouts_inside_the_workers_do_not_depend_on_the_process_layout(env_fork_server):
     """``rollout_in_workers``: every worker runs its envs for the whole rollout with its own copy of the actor,
     sampling each env's actions from that env's own stream, so 1, 2 or 3 processes give bit-identical rollouts
     (55 steps: through a truncation and auto-reset), and the next rollout continues where this one stopped."""
-    start, ref, ref2 = _rollouts_in_workers(1)
+    start, ref, ref2 = _rollouts_in_workers(1, env_fork_server)
     assert bool(ref.truncated.any()) and ref.states.sim.shape[:2] == (55, N)
     # the log-probs computed in one batch afterwards are those of the sampled actions
     assert torch.allclose(ref.logprobs, start.log_prob(ref.flat(ref.obs), ref.flat(ref.actions)).reshape(55, N))
     assert torch.equal(ref2.obs[0], ref.last_obs)
     for workers in (2, N):
-        _, got, got2 = _rollouts_in_workers(workers)
+        _, got, got2 = _rollouts_in_workers(workers, env_fork_server)
         for key in ("obs", "actions", "logprobs", "values", "rewards", "terminated", "truncated", "success", "next_obs", "last_obs"):
             assert torch.equal(getattr(ref, key), getattr(got, key)), f"{key} differs with {workers} workers"
         assert torch.equal(ref.states.sim, got.states.sim) and torch.equal(ref.last_state.elapsed, got.last_state.elapsed)
         assert torch.equal(ref2.actions, got2.actions) and torch.equal(ref2.rewards, got2.rewards)
 
 
-def test_evaluation_inside_the_workers():
+def test_evaluation_inside_the_workers(env_fork_server):
     """``eval_in_workers``: deterministic episodes give the lockstep path's results; stochastic ones do not depend
     on the process layout (each episode samples from its own stream)."""
     from algorithms.checkpoint import load_policy
@@ -134,7 +134,7 @@ def test_evaluation_inside_the_workers():
     start, _ = load_policy("experiments/checkpoints/pickcube/start.pt")
     got = {}
     for workers in (1, 2):
-        with make_vector_env(EnvConfig("PickCube-v1", num_envs=2, reward_mode="sparse", backend="cpu", num_workers=workers)) as env:
+        with make_vector_env(EnvConfig("PickCube-v1", num_envs=2, reward_mode="sparse", backend="cpu", num_workers=workers), env_fork_server) as env:
             for det in (True, False):
                 got[workers, det] = evaluate(start, env, 5, 300, det, in_workers=True)
             lockstep = evaluate(start, env, 5, 300, True)

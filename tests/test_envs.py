@@ -27,9 +27,9 @@ NO_CONTACT_ATOL = 1e-4  # measured: typically 1e-6, up to 1.1e-5 (a finger veloc
 
 
 @pytest.fixture(scope="module")
-def venv():
+def venv(env_fork_server):
     """Two CPU workers, dense reward (informative rewards to compare), success does not terminate."""
-    env = make_vector_env(EnvConfig("PickCube-v1", num_envs=2, reward_mode="dense", backend="cpu", terminate_on_success=False))
+    env = make_vector_env(EnvConfig("PickCube-v1", num_envs=2, reward_mode="dense", backend="cpu", terminate_on_success=False), env_fork_server)
     yield env
     env.close()
 
@@ -117,7 +117,7 @@ def test_success_is_placed_and_arm_static(venv, expert_checkpoint):
     assert all(agree), f"predicates disagree with the env's success at steps {[t + 1 for t, a in enumerate(agree) if not a]}"
 
 
-def test_autoreset_obs_keeps_the_previous_grasp_and_the_rollout_marks_it(expert_checkpoint):
+def test_autoreset_obs_keeps_the_previous_grasp_and_the_rollout_marks_it(env_fork_server, expert_checkpoint):
     """ManiSkill's plain CPU reset keeps PhysX's contacts: after the expert succeeds holding the cube, the auto-reset's
     first observation still says "grasped" with the cube far from the gripper, and the next step's does not.
     ``Rollout.after_autoreset`` marks that observation, so probes can tell it from a real grasp."""
@@ -125,7 +125,7 @@ def test_autoreset_obs_keeps_the_previous_grasp_and_the_rollout_marks_it(expert_
     from algorithms.rollout import collect_rollout
 
     agent, _ = load_policy(expert_checkpoint, env_id="PickCube-v1", obs_dim=42, act_dim=8)
-    env = make_vector_env(EnvConfig("PickCube-v1", num_envs=1, backend="cpu"))
+    env = make_vector_env(EnvConfig("PickCube-v1", num_envs=1, backend="cpu"), env_fork_server)
     try:
         ro = collect_rollout(agent, env, env.reset(seeds=[100]), 30, torch.device("cpu"), deterministic=True)
     finally:
@@ -183,8 +183,8 @@ def test_success_does_not_terminate_when_configured(venv):
     assert venv.get_state().elapsed.tolist() == [1, 1]
 
 
-def test_success_terminates_and_resets_by_default():
-    with make_vector_env(EnvConfig("PickCube-v1", num_envs=1, reward_mode="sparse", backend="cpu")) as env:
+def test_success_terminates_and_resets_by_default(env_fork_server):
+    with make_vector_env(EnvConfig("PickCube-v1", num_envs=1, reward_mode="sparse", backend="cpu"), env_fork_server) as env:
         assert env.config.terminate_on_success
         env.reset(seed=0)
         for _ in range(3):

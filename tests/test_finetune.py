@@ -44,9 +44,9 @@ COMBINATIONS = [(e, u) for e in ESTIMATORS for u in UPDATES if (e != "uniform" o
 
 
 @pytest.mark.parametrize("estimator,update", COMBINATIONS, ids=[f"{e}-{u}" for e, u in COMBINATIONS])
-def test_every_combination_runs_and_reports_spec_metrics(estimator, update, tmp_path):
+def test_every_combination_runs_and_reports_spec_metrics(env_fork_server, estimator, update, tmp_path):
     reported = []
-    hist = run_trial(tiny_cfg(estimator, update), tmp_path, report=lambda m, d: reported.append((m, d)))
+    hist = run_trial(tiny_cfg(estimator, update), tmp_path, report=lambda m, d: reported.append((m, d)), fork_server=env_fork_server)
     assert [h["iteration"] for h in hist] == [0, 1, 2]
     assert len(reported) == 3 and all((d / TRIAL_STATE).exists() for _, d in reported)
     last = hist[-1]
@@ -75,7 +75,7 @@ def _comparable(history):
 
 
 @pytest.fixture(scope="module")
-def mc_ppo_trial(tmp_path_factory):
+def mc_ppo_trial(env_fork_server, tmp_path_factory):
     """One tiny mc+ppo trial, as the tests below start from it: (its history, a copy of the checkpoint directory of
     each report by iteration)."""
     import shutil
@@ -87,12 +87,12 @@ def mc_ppo_trial(tmp_path_factory):
         copies[metrics["iteration"]] = root / f"at{metrics['iteration']}"
         shutil.copytree(checkpoint_dir, copies[metrics["iteration"]])
 
-    return run_trial(tiny_cfg("mc", "ppo"), root / "trial", report=keep), copies
+    return run_trial(tiny_cfg("mc", "ppo"), root / "trial", report=keep, fork_server=env_fork_server), copies
 
 
-def test_same_seed_same_metrics(mc_ppo_trial, tmp_path):
+def test_same_seed_same_metrics(env_fork_server, mc_ppo_trial, tmp_path):
     a, _ = mc_ppo_trial
-    b = run_trial(tiny_cfg("mc", "ppo"), tmp_path / "b")
+    b = run_trial(tiny_cfg("mc", "ppo"), tmp_path / "b", fork_server=env_fork_server)
     assert _comparable(a) == _comparable(b)  # CPU backend: bit-identical metrics for the same config and seed
 
 
@@ -172,7 +172,7 @@ def test_iql_file_as_gae_critic_is_refused_before_any_env_starts():
         validate_trial_inputs(tiny_cfg("gae", "ppo", gae_critic_checkpoint=f"{CK}/iql.pt"))
 
 
-def test_start_logstd_sets_the_start_policys_noise(tmp_path):
+def test_start_logstd_sets_the_start_policys_noise(env_fork_server, tmp_path):
     """--start-logstd (the reference's -1.5) replaces the checkpoint's log-std before the first rollout; with a
     vanishing learning rate the saved policy still carries it, and the start's evaluations match a trial from a
     checkpoint saved with that log-std (deterministic evaluation does not see it, stochastic does)."""
@@ -184,8 +184,8 @@ def test_start_logstd_sets_the_start_policys_noise(tmp_path):
     saved = tmp_path / "start-1.3.pt"
     save_policy(saved, agent, env_id=ck["env_id"], control_mode=ck["control_mode"], config=ck.get("config"), metrics={})
     kw = dict(num_iterations=1, learning_rate=1e-12)
-    a = run_trial(tiny_cfg("uniform", "awr", start_logstd=-1.3, **kw), tmp_path / "a")
-    b = run_trial(tiny_cfg("uniform", "awr", start_checkpoint=str(saved), **kw), tmp_path / "b")
+    a = run_trial(tiny_cfg("uniform", "awr", start_logstd=-1.3, **kw), tmp_path / "a", fork_server=env_fork_server)
+    b = run_trial(tiny_cfg("uniform", "awr", start_checkpoint=str(saved), **kw), tmp_path / "b", fork_server=env_fork_server)
     assert _comparable(a)[0] == _comparable(b)[0]
     after, _ = load_policy(tmp_path / "a" / "checkpoint" / "policy.pt")
     assert torch.allclose(after.actor_logstd, torch.full_like(after.actor_logstd, -1.3), atol=1e-6)
@@ -210,7 +210,7 @@ def test_expert_logstd_sets_pi_stars_noise_and_keeps_its_mean():
     assert torch.equal(in_worker.actor_logstd, noisy.actor_logstd)
 
 
-def test_a_trial_checkpointed_on_a_gpu_machine_resumes_on_a_cpu_one(mc_ppo_trial, tmp_path, capsys):
+def test_a_trial_checkpointed_on_a_gpu_machine_resumes_on_a_cpu_one(env_fork_server, mc_ppo_trial, tmp_path, capsys):
     """A GPU machine's trial state carries CUDA generator states (16 bytes: seed and offset), which a CPU generator
     cannot take (the seed-v2 grid's MC trials, moved from the lent machine to this one, failed so). The resume seeds
     its generators from them instead, says so, and finishes; resumed twice, the same numbers."""
@@ -224,14 +224,14 @@ def test_a_trial_checkpointed_on_a_gpu_machine_resumes_on_a_cpu_one(mc_ppo_trial
     st["rng"] = {k: cuda_state(i) for i, k in enumerate(st["rng"])}
     st["estimator"] = {k: (cuda_state(9) if k in ("gen", "score_gen") else v) for k, v in st["estimator"].items()}
     torch.save(st, at1 / TRIAL_STATE)
-    b = run_trial(cfg, tmp_path / "b", resume_from=at1)
+    b = run_trial(cfg, tmp_path / "b", resume_from=at1, fork_server=env_fork_server)
     assert "the random streams continue from seeds derived from the saved ones" in capsys.readouterr().out
-    c = run_trial(cfg, tmp_path / "c", resume_from=at1)
+    c = run_trial(cfg, tmp_path / "c", resume_from=at1, fork_server=env_fork_server)
     assert [h["iteration"] for h in b] == [0, 1, 2]
     assert _comparable(b) == _comparable(c)
 
 
-def test_a_finished_trials_state_resumed_reports_its_final_metrics_again_without_another_update(mc_ppo_trial, tmp_path):
+def test_a_finished_trials_state_resumed_reports_its_final_metrics_again_without_another_update(env_fork_server, mc_ppo_trial, tmp_path):
     """A stop between a trial's last report reaching storage and the driver recording it leaves a finished state
     that Tune resumes (the seed-v2 MC16 seed-2 trial, stopped on the lent machine just after update 10): the
     resumed trial reports the final metrics it holds, and does no further update."""
@@ -239,23 +239,23 @@ def test_a_finished_trials_state_resumed_reports_its_final_metrics_again_without
     done, copies = mc_ppo_trial
     final = copies[cfg.num_iterations]
     again = []
-    resumed = run_trial(cfg, tmp_path / "b", resume_from=final, report=lambda m, d: again.append((m, sorted(os.listdir(d)))))
+    resumed = run_trial(cfg, tmp_path / "b", resume_from=final, report=lambda m, d: again.append((m, sorted(os.listdir(d)))), fork_server=env_fork_server)
     assert [m["iteration"] for m, _ in again] == [cfg.num_iterations]
     assert again[0][0] == done[-1] and TRIAL_STATE in again[0][1]
     assert _comparable(resumed) == _comparable(done)
 
 
-def test_a_trial_resumed_with_more_iterations_continues_as_a_longer_trial_would(tmp_path, capsys):
+def test_a_trial_resumed_with_more_iterations_continues_as_a_longer_trial_would(env_fork_server, tmp_path, capsys):
     """--num-iterations is the one field a resume may change (a run extended past its planned end, as the seed-v2
     gamma-0.95 ablation was): 2 iterations, then resumed to 3, give the metrics of a 3-iteration trial; a resume
     that asks for fewer iterations than are done is refused before anything is written."""
     from algorithms.finetune import prepare_trial_dir
 
     short = tmp_path / "short"
-    run_trial(tiny_cfg("gae", "awr", eval_every=1), short)
-    extended = run_trial(tiny_cfg("gae", "awr", eval_every=1, num_iterations=3), short, resume_from=short / "checkpoint")
+    run_trial(tiny_cfg("gae", "awr", eval_every=1), short, fork_server=env_fork_server)
+    extended = run_trial(tiny_cfg("gae", "awr", eval_every=1, num_iterations=3), short, resume_from=short / "checkpoint", fork_server=env_fork_server)
     assert "the trial runs to iteration 3 (it was set to 2); 2 are done" in capsys.readouterr().out
-    straight = run_trial(tiny_cfg("gae", "awr", eval_every=1, num_iterations=3), tmp_path / "straight")
+    straight = run_trial(tiny_cfg("gae", "awr", eval_every=1, num_iterations=3), tmp_path / "straight", fork_server=env_fork_server)
     assert [h["iteration"] for h in extended] == [0, 1, 2, 3]
     assert _comparable(extended) == _comparable(straight)
     assert json.loads((short / "config.json").read_text())["num_iterations"] == 3

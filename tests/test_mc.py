@@ -13,15 +13,15 @@ CK = "experiments/checkpoints/pickcube"
 
 
 @pytest.fixture(scope="module")
-def setup():
+def setup(env_fork_server):
     dev = torch.device("cpu")
     start, _ = load_policy(f"{CK}/start.pt")
     expert, _ = load_policy(f"{CK}/expert.pt")
     ecfg = EnvConfig(num_envs=1, reward_mode="sparse")
-    venv = make_vector_env(ecfg)
+    venv = make_vector_env(ecfg, env_fork_server)
     ro = collect_rollout(start, venv, venv.reset(seed=5), 8, dev, save_states=True, generator=torch.Generator().manual_seed(0))
     venv.close()
-    slots = make_vector_env(ecfg.replace(num_envs=2, autoreset=False))
+    slots = make_vector_env(ecfg.replace(num_envs=2, autoreset=False), env_fork_server)
     yield dev, start, expert, ro, slots
     slots.close()
 
@@ -74,14 +74,14 @@ def test_horizon_cut_and_bias_bound(setup):
     assert e.diagnostics["mc/mean_rerollout_len"] <= 3
 
 
-def test_rerollouts_in_workers_are_reproducible_and_a_failing_chunk_is_one_error(setup):
+def test_rerollouts_in_workers_are_reproducible_and_a_failing_chunk_is_one_error(env_fork_server, setup):
     from algorithms.estimators.mc import _rerollout_chunk
     from envs.vector import EnvWorkerError
 
     dev, start, expert, ro, slots = setup
     runs = []
     for _ in range(2):  # fresh slots each time: CPU PhysX restores depend slightly on an env's contact history
-        with make_vector_env(EnvConfig(num_envs=2, reward_mode="sparse", autoreset=False, num_workers=2)) as fresh:
+        with make_vector_env(EnvConfig(num_envs=2, reward_mode="sparse", autoreset=False, num_workers=2), env_fork_server) as fresh:
             runs.append(_estimator(fresh, expert, dev, mc_samples=2, mc_q="rerollout").estimate(ro, start))
     assert torch.equal(runs[0].advantages, runs[1].advantages)  # the same seed, the same stochastic re-rollouts
     assert runs[0].sim_steps == runs[1].sim_steps > 0

@@ -40,12 +40,12 @@ def test_rollout_starts_are_distinct_across_iterations_and_envs():
     assert not other & set(seeds)
 
 
-def test_rollout_initial_states_are_distinct_on_the_simulator():
+def test_rollout_initial_states_are_distinct_on_the_simulator(env_fork_server):
     """The seeds really give different cube and goal placements: 3 iterations x 2 envs = 6 distinct first observations."""
     from envs import EnvConfig, make_vector_env
 
     cfg = FinetuneConfig(num_envs=2)
-    with make_vector_env(EnvConfig(num_envs=2, reward_mode="sparse", backend="cpu")) as venv:
+    with make_vector_env(EnvConfig(num_envs=2, reward_mode="sparse", backend="cpu"), env_fork_server) as venv:
         firsts = torch.cat([venv.reset(seeds=rollout_seeds(cfg, it)) for it in (1, 2, 3)])
     assert len({tuple(torch.round(o * 1e4).tolist()) for o in firsts}) == 6
 
@@ -55,10 +55,10 @@ def test_rollout_initial_states_are_distinct_on_the_simulator():
     # no critic: the saved batch has no returns (this once failed at the second iteration on the lent machine)
     ("mc", {"mc_samples": 1, "mc_policy": "expert", "expert_checkpoint": f"{CK}/expert.pt"}),
 ])
-def test_offline_regime_trains_on_one_fixed_batch(tmp_path, estimator, extra):
+def test_offline_regime_trains_on_one_fixed_batch(env_fork_server, tmp_path, estimator, extra):
     """offline: env steps counted once, the same advantages every iteration, and a resume keeps the batch."""
     cfg = FinetuneConfig(estimator=estimator, update="awr", offline=True, **dict(TINY, num_iterations=3), **extra)
-    hist = run_trial(cfg, tmp_path / "t")
+    hist = run_trial(cfg, tmp_path / "t", fork_server=env_fork_server)
     steps = [h["charts/env_steps"] for h in hist[1:]]
     assert steps == [10, 10, 10]
     assert len({round(h["charts/advantage_mean"], 9) for h in hist[1:]}) == 1
@@ -67,31 +67,31 @@ def test_offline_regime_trains_on_one_fixed_batch(tmp_path, estimator, extra):
     assert st["offline_batch"]["obs"].shape == (10, 42)
 
 
-def test_advantage_detrend_ablation_on_a_real_trial(tmp_path):
+def test_advantage_detrend_ablation_on_a_real_trial(env_fork_server, tmp_path):
     """advantage_detrend: the trial trains on advantages uncorrelated with its V(s_t), and logs the raw correlation."""
     cfg = FinetuneConfig(estimator="gae", update="awr", advantage_detrend=True, **dict(TINY, num_iterations=1))
-    h = run_trial(cfg, tmp_path / "d")[-1]
+    h = run_trial(cfg, tmp_path / "d", fork_server=env_fork_server)[-1]
     assert abs(h["charts/advantage_value_corr"]) < 1e-5 and abs(h["charts/advantage_mean"]) < 1e-6
     assert -1 <= h["charts/advantage_value_corr_raw"] <= 1 and abs(h["charts/advantage_value_corr_raw"]) > 1e-3
 
 
-def test_rollout_reset_once_carries_episodes_across_iterations(tmp_path):
+def test_rollout_reset_once_carries_episodes_across_iterations(env_fork_server, tmp_path):
     """rollout_reset=once: the second rollout continues the first one's episodes (elapsed counters go on), and
     evaluation in between does not disturb them."""
     cfg = FinetuneConfig(estimator="uniform", update="awr", rollout_reset="once", **TINY)
-    hist = run_trial(cfg, tmp_path / "once")
+    hist = run_trial(cfg, tmp_path / "once", fork_server=env_fork_server)
     assert [h["iteration"] for h in hist] == [0, 1, 2] and all("eval/success_rate" in h for h in hist)
     # iteration 2 starts where iteration 1 stopped: 5 steps into the episodes (4+ if one ended and restarted)
     assert "charts/rollout_start_elapsed" not in hist[1] and hist[2]["charts/rollout_start_elapsed"] >= 2
 
 
-def test_reference_eval_count_counts_only_episodes_that_end(tmp_path):
+def test_reference_eval_count_counts_only_episodes_that_end(env_fork_server, tmp_path):
     from algorithms.checkpoint import load_policy
     from algorithms.evaluate import evaluate, evaluate_fixed_steps
     from envs import EnvConfig, make_vector_env
 
     expert, _ = load_policy(f"{CK}/expert.pt")
-    with make_vector_env(EnvConfig(num_envs=2, reward_mode="sparse", backend="cpu")) as venv:
+    with make_vector_env(EnvConfig(num_envs=2, reward_mode="sparse", backend="cpu"), env_fork_server) as venv:
         ref = evaluate_fixed_steps(expert, venv, 2, seed=123)
         ep = evaluate(expert, venv, 2, seed=123)
     # every slot ends at least one episode within 50 steps (a success or the time limit); successes may restart
@@ -99,28 +99,28 @@ def test_reference_eval_count_counts_only_episodes_that_end(tmp_path):
     assert ep.episodes == 2
 
 
-def test_selfclone_diagnostic_reports_before_and_after(tmp_path):
+def test_selfclone_diagnostic_reports_before_and_after(env_fork_server, tmp_path):
     from algorithms.selfclone import self_clone
 
     cfg = FinetuneConfig(update="awr", **dict(TINY, num_eval_episodes=4))
-    res = self_clone(cfg, tmp_path / "sc")
+    res = self_clone(cfg, tmp_path / "sc", fork_server=env_fork_server)
     assert [i for i, _ in res.curve] == [0, 1, 2]
     assert "self-cloning under gae+awr" in res.line() and ("holds" in res.line() or "collapses" in res.line() or "drifts" in res.line())
 
 
-def test_critic_warmup_iterations_leave_the_policy_alone(tmp_path):
+def test_critic_warmup_iterations_leave_the_policy_alone(env_fork_server, tmp_path):
     """gae_warmup_iters=1: iteration 1 trains only the critic (the reference's warmup_iters); iteration 2 updates the
     policy, with the critic trained inside the update rule's loss (critic_training=joint)."""
     from algorithms.checkpoint import load_policy
 
     cfg = FinetuneConfig(estimator="gae", update="awr", gae_warmup_iters=1, **dict(TINY, num_iterations=1))
-    hist = run_trial(cfg, tmp_path / "w")
+    hist = run_trial(cfg, tmp_path / "w", fork_server=env_fork_server)
     assert hist[1]["charts/critic_warmup"] == 1.0 and "losses/policy_loss" not in hist[1]
     start, _ = load_policy(f"{CK}/start.pt")
     after, _ = load_policy(tmp_path / "w" / "checkpoint" / "policy.pt")
     assert all(torch.equal(a, b) for a, b in zip(start.actor_mean.parameters(), after.actor_mean.parameters()))
     assert not all(torch.equal(a, b) for a, b in zip(start.critic.parameters(), after.critic.parameters()))
-    hist = run_trial(FinetuneConfig(estimator="td", update="ppo", gae_warmup_iters=1, td_n=3, **TINY), tmp_path / "w2")
+    hist = run_trial(FinetuneConfig(estimator="td", update="ppo", gae_warmup_iters=1, td_n=3, **TINY), tmp_path / "w2", fork_server=env_fork_server)
     assert "charts/critic_warmup" not in hist[2] and "losses/value_loss" in hist[2] and "losses/policy_loss" in hist[2]
 
 
