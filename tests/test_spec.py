@@ -388,16 +388,26 @@ def test_seed_v2_preset_is_the_reference_protocol():
 
 def test_seed_v2_refstart_is_seed_v2_with_the_reference_recipe_start():
     """experiments/seed-v2-refstart.yaml changes one thing from seed-v2: the start, pretrained by the reference's
-    recipe (episodes end on success and GAE bootstraps there), at log-std -1.5."""
+    recipe (episodes end on success and GAE bootstraps there), at log-std -1.5; and with it the IQL, fitted to that
+    start's data by the same recipe as seed-v2's."""
+    from algorithms.value_functions import load_iql
     from algorithms.checkpoint import load_policy
 
     v2 = {(t.cell, t.seed): t for t in expand_trials(load_spec(REPO / "experiments" / "seed-v2.yaml", base_dir=REPO))}
     ref = expand_trials(load_spec(REPO / "experiments" / "seed-v2-refstart.yaml", base_dir=REPO))
-    assert {t.cell for t in ref} == {c for c, _ in v2} - {"iql+awr"}
+    assert {(t.cell, t.seed) for t in ref} == set(v2)
     for t in ref:
         other = v2[(t.cell, t.seed)]
-        assert {**vars(t), "start_checkpoint": None} == {**vars(other), "start_checkpoint": None}
+        assert {**vars(t), "start_checkpoint": None, "iql_checkpoint": None} == {**vars(other), "start_checkpoint": None, "iql_checkpoint": None}
         assert t.start_checkpoint.endswith("start-refrecipe.pt") and other.start_checkpoint.endswith("start.pt")
+        if t.estimator == "iql":
+            assert t.iql_checkpoint.endswith("iql-refrecipe.pt") and other.iql_checkpoint.endswith("iql.pt")
+        else:
+            assert t.iql_checkpoint == other.iql_checkpoint
+    iqls = [load_iql(REPO / "experiments" / "checkpoints" / "pickcube" / f)[1] for f in ("iql.pt", "iql-refrecipe.pt")]
+    assert [c["config"]["dataset_config"]["policy"].rsplit("/", 1)[-1] for c in iqls] == ["start.pt", "start-refrecipe.pt"]
+    recipe = lambda c: {k: v for k, v in c["config"].items() if k not in ("dataset", "out", "dataset_sha256", "dataset_config")}
+    assert recipe(iqls[0]) == recipe(iqls[1])
     agent, ck = load_policy(REPO / "experiments" / "checkpoints" / "pickcube" / "start-refrecipe.pt")
     assert torch.allclose(agent.actor_logstd, torch.full_like(agent.actor_logstd, -1.5))
     assert ck["config"]["terminate_on_success"] and ck["config"]["bootstrap_terminal"]
