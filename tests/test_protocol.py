@@ -106,6 +106,20 @@ def test_selfclone_diagnostic_reports_before_and_after(env_fork_server, tmp_path
     res = self_clone(cfg, tmp_path / "sc", fork_server=env_fork_server)
     assert [i for i, _ in res.curve] == [0, 1, 2]
     assert "self-cloning under gae+awr" in res.line() and ("holds" in res.line() or "collapses" in res.line() or "drifts" in res.line())
+    assert res.episodes == 4 and "at 4 episodes per evaluation" in res.line()
+
+
+def test_selfclone_change_interval_by_hand():
+    """Start 50% and end 45% on 128 episodes each: the change is -5.0 points, its standard error
+    sqrt(0.5*0.5/128 + 0.45*0.55/128) = 0.06235, so the 95% half-width is 1.96 * 6.235 = 12.22 points."""
+    from algorithms.selfclone import SelfCloneResult
+
+    res = SelfCloneResult("gae+awr", [(0, 0.5), (5, 0.47), (10, 0.45)], episodes=128)
+    lo, hi = res.change_interval()
+    assert abs(lo - (-5.0 - 12.221)) < 0.01 and abs(hi - (-5.0 + 12.221)) < 0.01
+    assert res.holds and "[-17.2, +7.2] points at 128 episodes" in res.line()
+    assert SelfCloneResult("gae+awr", [(0, 0.5), (10, 0.3)]).change_interval() is None
+    assert "collapses" in SelfCloneResult("gae+awr", [(0, 0.5), (10, 0.3)]).line()
 
 
 def test_critic_warmup_iterations_leave_the_policy_alone(env_fork_server, tmp_path):
